@@ -1,0 +1,5 @@
+"""neuroprune: importance-based structured pruning that makes models physically smaller."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

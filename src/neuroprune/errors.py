@@ -1,0 +1,69 @@
+"""Exceptions raised by neuroprune.
+
+Every error names the problem and, where there is a closed set of valid choices, lists them.
+All derive from :class:`NeuropruneError`, so ``except NeuropruneError`` catches any of them.
+
+Example:
+    >>> from neuroprune.errors import ConfigError
+    >>> str(ConfigError(["ratio must lie in [0, 1), got 1.5"]))
+    'invalid configuration: ratio must lie in [0, 1), got 1.5'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NeuropruneError(Exception):
+    """Base class of every error neuroprune raises on purpose."""
+
+
+class ConfigError(NeuropruneError, ValueError):
+    """One or more configuration values are invalid; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("invalid configuration: " + "; ".join(self.problems))
+
+
+class UnknownNameError(NeuropruneError, KeyError):
+    """A name (criterion, zoo model, data set, …) is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+class UnsupportedModuleError(NeuropruneError):
+    """The dependency graph met a module or operation it cannot prune through."""
+
+
+class DataError(NeuropruneError, ValueError):
+    """Calibration, validation or training data is missing, empty or malformed."""
+
+
+class NonFiniteError(NeuropruneError, FloatingPointError):
+    """Gradients, statistics or scores contained NaN or infinity."""
+
+
+class NoPrunableLayerError(NeuropruneError):
+    """The model has no neuron group that may be pruned."""
+
+
+class PruningTargetError(NeuropruneError, ValueError):
+    """The requested target cannot be met without emptying a layer."""
+
+
+class PlanError(NeuropruneError, ValueError):
+    """A pruning plan does not match the model it is applied to."""
+
+
+class CheckpointError(NeuropruneError):
+    """A saved folder or weights file is missing, corrupt, pickled, or does not match the model."""
+
+
+class OutputExistsError(NeuropruneError, FileExistsError):
+    """The output folder already exists and overwriting was not asked for."""
