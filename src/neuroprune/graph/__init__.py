@@ -1,0 +1,1 @@
+"""Dependency discovery: which parameter slices share one neuron and must be cut together."""

@@ -1,0 +1,304 @@
+"""How channels flow through functions and tensor methods met in a traced forward.
+
+Each rule receives the call's real argument values, their channel flows and the real output, and
+returns the output's flows. An operation missing here is only a problem when prunable channels
+reach it; then discovery raises :class:`~neuroprune.errors.UnsupportedModuleError`.
+
+Example:
+    >>> import operator
+    >>> rule_for("call_function", operator.add).__name__
+    'broadcast_rule'
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .context import FlowContext
+
+Rule = Callable[..., Any]
+
+
+class OpCall:
+    """A function or method call: its target, real arguments, their flows and the output."""
+
+    def __init__(self, where: str, kind: str, target: Any, args: tuple, kwargs: dict, flows: tuple,
+                 kwarg_flows: dict, output: Any):
+        self.where, self.kind, self.target = where, kind, target
+        self.args, self.kwargs, self.flows, self.kwarg_flows, self.output = args, kwargs, flows, kwarg_flows, output
+
+    def arg(self, index: int, name: str, default: Any = None) -> Any:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return self.args[index] if len(self.args) > index else default
+
+    def run(self, *args: Any) -> Any:
+        """Re-run the call with other positional arguments (same keyword arguments)."""
+        if self.kind == "call_method":
+            return getattr(args[0], self.target)(*args[1:], **self.kwargs)
+        return self.target(*args, **self.kwargs)
+
+
+def _flows_of(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _dim(dim: int, ndim: int) -> int:
+    return dim + ndim if dim < 0 else dim
+
+
+def first_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """Elementwise on the first argument (activations, dropout, dtype casts, copies)."""
+    return dict(_flows_of(call.flows[0])) if isinstance(call.output, torch.Tensor) else None
+
+
+def broadcast_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """Elementwise over several tensors with broadcasting (add, mul, where, …)."""
+    out = call.output
+    if not isinstance(out, torch.Tensor):
+        return None
+    operands = [(v, _flows_of(f)) for v, f in zip(call.args, call.flows) if isinstance(v, torch.Tensor)]
+    operands += [(v, _flows_of(call.kwarg_flows.get(k))) for k, v in call.kwargs.items() if isinstance(v, torch.Tensor)]
+    result: dict[int, np.ndarray] = {}
+    for dim in range(out.dim()):
+        carried, fixed = [], False
+        for value, flows in operands:
+            own = dim - (out.dim() - value.dim())
+            if own < 0:
+                continue
+            if own in flows:
+                carried.append(flows[own])
+            elif value.shape[own] > 1:
+                fixed = True
+        if not carried:
+            continue
+        for other in carried[1:]:
+            ctx.couple(carried[0], other)
+        if fixed:
+            ctx.freeze(carried[0], f"{call.where}: channels combined with a fixed tensor")
+        else:
+            result[dim] = carried[0]
+    return result
+
+
+def cat_rule(ctx: FlowContext, call: OpCall) -> Any:
+    tensors = list(call.arg(0, "tensors"))
+    flows = [_flows_of(f) for f in call.flows[0]] if isinstance(call.flows[0], (list, tuple)) else [{}] * len(tensors)
+    dim = _dim(call.arg(1, "dim", 0), tensors[0].dim())
+    result: dict[int, np.ndarray] = {}
+    for d in range(tensors[0].dim()):
+        if d == dim:
+            if any(d in f for f in flows):
+                parts = []
+                for value, f in zip(tensors, flows):
+                    if d in f:
+                        parts.append(f[d])
+                    else:
+                        filler = ctx.new_ids(value.shape[d])
+                        ctx.freeze(filler, f"{call.where}: fixed part of a concatenation")
+                        parts.append(filler)
+                result[d] = np.concatenate(parts)
+            continue
+        carried = [f[d] for f in flows if d in f]
+        if not carried:
+            continue
+        for other in carried[1:]:
+            ctx.couple(carried[0], other)
+        if len(carried) < len(flows):
+            ctx.freeze(carried[0], f"{call.where}: channels concatenated with a fixed tensor")
+        else:
+            result[d] = carried[0]
+    return result
+
+
+def stack_rule(ctx: FlowContext, call: OpCall) -> Any:
+    tensors = list(call.arg(0, "tensors"))
+    flows = [_flows_of(f) for f in call.flows[0]]
+    dim = _dim(call.arg(1, "dim", 0), tensors[0].dim() + 1)
+    result = {}
+    for d in range(tensors[0].dim()):
+        carried = [f[d] for f in flows if d in f]
+        if not carried:
+            continue
+        for other in carried[1:]:
+            ctx.couple(carried[0], other)
+        target = d if d < dim else d + 1
+        if len(carried) < len(flows):
+            ctx.freeze(carried[0], f"{call.where}: channels stacked with a fixed tensor")
+        else:
+            result[target] = carried[0]
+    return result
+
+
+def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """Views, reshapes, permutes, flatten, squeeze, indexing: followed with a probe."""
+    value, flows = call.args[0], _flows_of(call.flows[0])
+    if not flows:
+        return {} if isinstance(call.output, torch.Tensor) else None
+    if call.kind == "call_function" and call.target is getattr:
+        fn = lambda probe: getattr(probe, call.args[1])  # noqa: E731
+    else:
+        fn = lambda probe: call.run(probe, *call.args[1:])  # noqa: E731
+    return ctx.rearrange(call.where, fn, value, flows, call.output)
+
+
+def getitem_rule(ctx: FlowContext, call: OpCall) -> Any:
+    container = call.args[0]
+    if isinstance(container, torch.Tensor):
+        return rearrange_rule(ctx, call)
+    flows = call.flows[0]
+    if isinstance(flows, (tuple, list)):
+        return flows[call.args[1]]
+    return None
+
+
+def _reduced_dims(call: OpCall, ndim: int) -> set[int] | None:
+    dim = call.arg(1, "dim")
+    if dim is None:
+        return None
+    dims = dim if isinstance(dim, (tuple, list)) else [dim]
+    return {_dim(d, ndim) for d in dims}
+
+
+def reduce_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """mean/sum/amax/…: channels along reduced dimensions are mixed; others shift down."""
+    if len(call.args) > 1 and isinstance(call.args[1], torch.Tensor):  # torch.max(a, b)
+        return broadcast_rule(ctx, call)
+    value, flows = call.args[0], _flows_of(call.flows[0])
+    reduced = _reduced_dims(call, value.dim())
+    keepdim = bool(call.arg(2, "keepdim", False))
+    result = {}
+    for dim, ids in flows.items():
+        if reduced is None or dim in reduced:
+            ctx.freeze(ids, f"{call.where}: reduction across the channels")
+            continue
+        shift = 0 if keepdim else sum(1 for r in reduced if r < dim)
+        result[dim - shift] = ids
+    if isinstance(call.output, tuple):  # max/min with dim return (values, indices)
+        return (result, {})
+    return result
+
+
+def across_dim_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """softmax, log_softmax, normalize: values along ``dim`` depend on each other."""
+    value, flows = call.args[0], dict(_flows_of(call.flows[0]))
+    default = 1 if call.target is F.normalize else None
+    dim = call.arg(1, "dim", default)
+    dims = set(flows) if dim is None else {_dim(dim, value.dim())}
+    for d in dims & set(flows):
+        ctx.freeze(flows.pop(d), f"{call.where}: values across the channels depend on each other")
+    return flows
+
+
+def split_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """chunk keeps equal pieces (pruned alike); split with fixed sizes freezes the channels."""
+    value, flows = call.args[0], _flows_of(call.flows[0])
+    pieces = call.output
+    is_chunk = call.target in (torch.chunk, "chunk")
+    default_dim = 0
+    dim = _dim(call.arg(2, "dim", default_dim), value.dim())
+    result = []
+    offsets = np.cumsum([0] + [p.shape[dim] for p in pieces])
+    equal = len({p.shape[dim] for p in pieces}) == 1
+    if dim in flows and is_chunk and equal:
+        first = flows[dim][offsets[0]:offsets[1]]
+        for j in range(1, len(pieces)):
+            ctx.couple(first, flows[dim][offsets[j]:offsets[j + 1]])
+    elif dim in flows:
+        ctx.freeze(flows[dim], f"{call.where}: split into pieces of fixed sizes")
+    for j, _ in enumerate(pieces):
+        piece = {d: ids for d, ids in flows.items() if d != dim}
+        if dim in flows and is_chunk and equal:
+            piece[dim] = flows[dim][offsets[j]:offsets[j + 1]]
+        result.append(piece)
+    return tuple(result)
+
+
+def unbind_rule(ctx: FlowContext, call: OpCall) -> Any:
+    value, flows = call.args[0], _flows_of(call.flows[0])
+    dim = _dim(call.arg(1, "dim", 0), value.dim())
+    if dim in flows:
+        ctx.freeze(flows[dim], f"{call.where}: channels unbound into separate tensors")
+    piece = {(d if d < dim else d - 1): ids for d, ids in flows.items() if d != dim}
+    return tuple(dict(piece) for _ in call.output)
+
+
+def spatial_rule(ctx: FlowContext, call: OpCall) -> Any:
+    return ctx.spatial(call.where, _flows_of(call.flows[0]))
+
+
+def pad_rule(ctx: FlowContext, call: OpCall) -> Any:
+    value, flows = call.args[0], dict(_flows_of(call.flows[0]))
+    padded = len(call.arg(1, "pad")) // 2
+    for d in [d for d in flows if d >= value.dim() - padded]:
+        ctx.freeze(flows.pop(d), f"{call.where}: padding along the channels")
+    return flows
+
+
+_UNARY_FUNCTIONS = [
+    F.relu, F.relu6, F.gelu, F.silu, F.elu, F.selu, F.celu, F.leaky_relu, F.hardswish, F.hardsigmoid,
+    F.hardtanh, F.mish, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.dropout, F.dropout1d,
+    F.dropout2d, F.dropout3d, F.alpha_dropout, torch.relu, torch.sigmoid, torch.tanh, torch.abs,
+    torch.neg, torch.exp, torch.sqrt, torch.square, torch.clamp, torch.clip, torch.dropout,
+    torch.nn.functional.sigmoid, torch.nn.functional.tanh, operator.neg, operator.pos, torch.erf,
+]
+_BROADCAST_FUNCTIONS = [
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+    operator.imul, operator.itruediv, operator.pow, torch.add, torch.sub, torch.mul, torch.div,
+    torch.maximum, torch.minimum, torch.where, torch.pow,
+]
+_REARRANGE_FUNCTIONS = [
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+    torch.movedim, torch.swapaxes, torch.unflatten, torch.t, getattr,
+]
+_REDUCE_FUNCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin, torch.max, torch.min, torch.std,
+                     torch.var, torch.logsumexp, torch.prod]
+_ACROSS_FUNCTIONS = [F.softmax, F.log_softmax, F.softmin, torch.softmax, torch.log_softmax, F.normalize]
+_SPATIAL_FUNCTIONS = [
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate, F.lp_pool2d,
+]
+
+FUNCTION_RULES: dict[Any, Rule] = {}
+for _fns, _rule in ((_UNARY_FUNCTIONS, first_rule), (_BROADCAST_FUNCTIONS, broadcast_rule),
+                    (_REARRANGE_FUNCTIONS, rearrange_rule), (_REDUCE_FUNCTIONS, reduce_rule),
+                    (_ACROSS_FUNCTIONS, across_dim_rule), (_SPATIAL_FUNCTIONS, spatial_rule)):
+    for _fn in _fns:
+        FUNCTION_RULES[_fn] = _rule
+FUNCTION_RULES.update({
+    torch.cat: cat_rule, torch.concat: cat_rule, torch.concatenate: cat_rule, torch.stack: stack_rule,
+    operator.getitem: getitem_rule, torch.chunk: split_rule, torch.split: split_rule,
+    torch.unbind: unbind_rule, F.pad: pad_rule,
+})
+
+METHOD_RULES: dict[str, Rule] = {}
+for _names, _rule in (
+    ("relu relu_ sigmoid tanh abs neg exp sqrt square clamp clip clamp_ contiguous clone detach float "
+     "half bfloat16 double to type_as type cpu cuda requires_grad_ erf", first_rule),
+    ("add sub mul div add_ sub_ mul_ div_ pow maximum minimum", broadcast_rule),
+    ("view reshape flatten permute transpose squeeze unsqueeze movedim swapaxes unflatten t expand "
+     "expand_as view_as reshape_as", rearrange_rule),
+    ("mean sum amax amin max min std var logsumexp prod", reduce_rule),
+    ("softmax log_softmax", across_dim_rule),
+    ("chunk split", split_rule),
+    ("unbind", unbind_rule),
+):
+    for _name in _names.split():
+        METHOD_RULES[_name] = _rule
+
+
+def rule_for(kind: str, target: Any) -> Rule | None:
+    """The flow rule for a ``call_function`` target or a ``call_method`` name, if known."""
+    if kind == "call_method":
+        return METHOD_RULES.get(target)
+    try:
+        return FUNCTION_RULES.get(target)
+    except TypeError:  # unhashable target
+        return None

@@ -1,0 +1,58 @@
+"""Capture a model's forward as a ``torch.fx`` graph, stopping at layers neuroprune knows.
+
+Why torch.fx: it records module calls by their qualified names (the names plans, reports and
+errors use), keeps RNN and attention layers as single nodes with known weight layouts, and needs no
+backward pass. Its limit is Python control flow that depends on tensor values; such a module can
+be left alone with ``ignore=[path]``, which makes it an opaque leaf.
+
+Example:
+    >>> import torch.nn as nn
+    >>> graph = trace_model(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+    >>> [n.op for n in graph.graph.nodes]
+    ['placeholder', 'call_module', 'call_module', 'output']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import UnsupportedModuleError
+from ..surgery.registry import handler_for
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+class PruningTracer(fx.Tracer):
+    """Leaves: layers with a handler, ignored paths, and other built-in ``torch.nn`` layers."""
+
+    def __init__(self, ignore: Iterable[str] = ()):
+        super().__init__()
+        self.ignore = set(ignore)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.ignore:
+            return True
+        if handler_for(m) is not None:
+            return True
+        if isinstance(m, _CONTAINERS):
+            return False
+        return type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+
+def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
+    """Trace ``model``; a failure names the module being traced and how to leave it alone."""
+    tracer = PruningTracer(ignore)
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:  # fx raises many types; all mean "cannot trace this code"
+        stack = list(getattr(tracer, "module_stack", {}) or {})
+        path = next((p for p in reversed(stack) if p), "")
+        where = f"module {path!r} ({type(model.get_submodule(path)).__name__})" if path else "the model's forward"
+        hint = f"pass ignore=[{path!r}] to leave it unpruned" if path else "make the forward traceable by torch.fx"
+        raise UnsupportedModuleError(
+            f"cannot trace {where}: {type(error).__name__}: {error}. Control flow that depends on "
+            f"tensor values cannot be followed; {hint}") from error
+    return fx.GraphModule(model, graph, class_name=type(model).__name__)

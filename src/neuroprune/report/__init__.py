@@ -1,0 +1,1 @@
+"""Measure models and render before/after pruning reports (see ``metrics`` and ``table``)."""

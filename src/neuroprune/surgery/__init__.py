@@ -1,0 +1,1 @@
+"""Per-layer-type handlers, masks and physical removal of neurons."""
