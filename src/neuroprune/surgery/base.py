@@ -35,8 +35,10 @@ class WeightView:
     name: str
     rows: RowView
     #: For incoming weights: maps per-input-feature values (e.g. activation frequencies of the
-    #: layer's input) to the columns of ``rows``; ``None`` where the columns are not input features.
+    #: layer's input axis ``input_axis``) to the columns of ``rows``; ``None`` where the columns
+    #: are not input features.
     input_columns: Callable[[torch.Tensor], torch.Tensor] | None = None
+    input_axis: str | None = None
 
 
 @dataclass

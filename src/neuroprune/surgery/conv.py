@@ -73,11 +73,10 @@ class ConvHandler(ModuleHandler):
         if axis != "out":
             return []
         kernel = int(np.prod(module.kernel_size))
-        if conv_kind(module) == "standard":
-            columns = lambda f: f.repeat_interleave(kernel)  # noqa: E731 - (in,) -> (in*k*k,)
-        else:
-            columns = None
-        return [WeightView("weight", lambda t: t.reshape(t.shape[0], -1), input_columns=columns)]
+        if conv_kind(module) != "standard":
+            return [WeightView("weight", lambda t: t.reshape(t.shape[0], -1))]
+        return [WeightView("weight", lambda t: t.reshape(t.shape[0], -1),
+                           input_columns=lambda f: f.repeat_interleave(kernel), input_axis="in")]
 
     def outgoing(self, module, axis):
         if axis != "in":

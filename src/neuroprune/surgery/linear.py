@@ -43,7 +43,7 @@ class LinearHandler(ModuleHandler):
     def incoming(self, module, axis):
         if axis != "out":
             return []
-        return [WeightView("weight", _identity, input_columns=_identity)]
+        return [WeightView("weight", _identity, input_columns=_identity, input_axis="in")]
 
     def outgoing(self, module, axis):
         return [WeightView("weight", _transpose)] if axis == "in" else []

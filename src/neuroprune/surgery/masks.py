@@ -68,6 +68,12 @@ class MaskHandle:
             hook.remove()
         self._snapshot, self._hooks = [], []
 
+    def commit(self) -> None:
+        """Keep the masked (and possibly re-fitted) weights; drop hooks and snapshot."""
+        for hook in self._hooks:
+            hook.remove()
+        self._snapshot, self._hooks = [], []
+
     def __enter__(self) -> MaskHandle:
         return self
 

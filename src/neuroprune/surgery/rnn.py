@@ -95,8 +95,11 @@ class RecurrentHandler(ModuleHandler):
 
         views = []
         for layer, suffix in _layers(module):
-            columns = (lambda f: f.repeat(gates)) if layer == 0 else None
-            views.append(WeightView(f"weight_ih_l{layer}{suffix}", by_unit, input_columns=columns))
+            if layer == 0:
+                views.append(WeightView(f"weight_ih_l0{suffix}", by_unit,
+                                        input_columns=lambda f: f.repeat(gates), input_axis="input"))
+            else:
+                views.append(WeightView(f"weight_ih_l{layer}{suffix}", by_unit))
             views.append(WeightView(f"weight_hh_l{layer}{suffix}", by_unit))
         return views
 
@@ -104,7 +107,8 @@ class RecurrentHandler(ModuleHandler):
         hidden = module.hidden_size
         directions = 2 if module.bidirectional else 1
         if axis == "input":
-            return [WeightView(f"weight_ih_l0{s}", lambda t: t.t()) for _, s in _layers(module) if _ == 0]
+            return [WeightView(f"weight_ih_l0{suffix}", lambda t: t.t())
+                    for layer, suffix in _layers(module) if layer == 0]
         if axis != "hidden":
             return []
 

@@ -1,0 +1,1 @@
+"""The ``neuroprune`` command line: one module per subcommand."""

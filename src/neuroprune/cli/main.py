@@ -1,0 +1,48 @@
+"""Entry point of the ``neuroprune`` command.
+
+Errors neuroprune raises on purpose are printed as one line (``neuroprune: error: …``) with exit
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import NeuropruneError
+from . import criteria, demo, prune
+
+EPILOG = """\
+examples:
+  neuroprune demo                                   # the built-in default, under a minute
+  neuroprune prune --model zoo:mlp --data digits --ratio 0.5 --out pruned
+  neuroprune prune --model net.py:build --weights w.safetensors --data npz:mnist.npz --criterion taylor
+  neuroprune criteria                               # what each criterion measures
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuroprune", description="Importance-based structured pruning: physically smaller, faster models.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in (demo, prune, criteria):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except NeuropruneError as error:
+        print(f"neuroprune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuroprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The pruning plan: what was kept of every layer, relative to the original model.
+
+A plan is plain JSON (no module objects), so it replays onto a freshly built original
+architecture, by this library or by another frontend. Plans compose: pruning a pruned model adds
+a step whose positions are mapped back to the original ones.
+
+Example:
+    >>> import torch
+    >>> plan = PruningPlan().compose({"fc1": {"out": torch.tensor([0, 2, 3])}}, {"fc1": "Linear"}, {"fc1": {"out": 4}})
+    >>> plan.compose({"fc1": {"out": torch.tensor([1, 2])}}, {"fc1": "Linear"}, {"fc1": {"out": 3}}).modules["fc1"]["axes"]["out"]
+    {'size': 4, 'keep': [2, 3]}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import PlanError
+
+PLAN_FORMAT = "neuroprune-plan"
+PLAN_VERSION = 1
+Keep = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class PruningPlan:
+    """``modules[path] = {"type": class name, "axes": {axis: {"size": original, "keep": [...]}}}``."""
+
+    modules: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def compose(self, step: Keep, module_types: dict[str, str], axis_sizes: dict[str, dict[str, int]]) -> PruningPlan:
+        """A new plan: this one followed by ``step`` (keep positions of the current model)."""
+        modules = copy.deepcopy(self.modules)
+        for path, axes in step.items():
+            entry = modules.setdefault(path, {"type": module_types[path], "axes": {}})
+            for axis, kept in axes.items():
+                current = entry["axes"].get(axis)
+                kept_list = [int(i) for i in kept.tolist()]
+                if current is None:
+                    entry["axes"][axis] = {"size": int(axis_sizes[path][axis]), "keep": kept_list}
+                else:
+                    entry["axes"][axis] = {"size": current["size"], "keep": [current["keep"][i] for i in kept_list]}
+        return PruningPlan(modules)
+
+    def keep(self) -> Keep:
+        """Keep positions as tensors, ready for :func:`~neuroprune.surgery.apply.apply_keep`."""
+        return {path: {axis: torch.tensor(spec["keep"], dtype=torch.long) for axis, spec in entry["axes"].items()}
+                for path, entry in self.modules.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "modules": self.modules}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PruningPlan:
+        """Read a plan, refusing other formats, future versions and malformed entries."""
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise PlanError(f"not a neuroprune plan (expected format {PLAN_FORMAT!r})")
+        version = data.get("version")
+        if not isinstance(version, int) or version > PLAN_VERSION or version < 1:
+            raise PlanError(f"plan version {version!r} is not supported; this neuroprune reads versions 1..{PLAN_VERSION}")
+        modules = data.get("modules")
+        problems = []
+        if not isinstance(modules, dict):
+            raise PlanError("plan has no 'modules' mapping")
+        for path, entry in modules.items():
+            axes = entry.get("axes") if isinstance(entry, dict) else None
+            if not isinstance(axes, dict) or not isinstance(entry.get("type"), str):
+                problems.append(f"{path}: needs 'type' and 'axes'")
+                continue
+            for axis, spec in axes.items():
+                ok = isinstance(spec, dict) and isinstance(spec.get("size"), int) and isinstance(spec.get("keep"), list)
+                if not ok or not all(isinstance(i, int) and 0 <= i < spec["size"] for i in spec["keep"]) or not spec["keep"]:
+                    problems.append(f"{path}.{axis}: 'keep' must list positions in [0, size)")
+        if problems:
+            raise PlanError("malformed plan: " + "; ".join(problems))
+        return cls(modules)

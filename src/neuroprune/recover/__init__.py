@@ -1,0 +1,1 @@
+"""Recovering quality after pruning: fine-tuning and retrain-free reconstruction."""

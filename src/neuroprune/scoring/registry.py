@@ -1,0 +1,104 @@
+"""The criterion registry and the common scoring entry point.
+
+A criterion declares which statistics it needs and turns statistics and weights into a tensor of
+scores per group. Scores are float32 tensors on the CPU (one entry per unit; O(neurons)).
+
+Example:
+    >>> get_criterion("magnitude").needs({})
+    Needs(activations=False, gradients=False, per_weight=False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError, NonFiniteError, UnknownNameError
+from ..graph.groups import DependencyGraph
+from ..stats import Statistics
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which statistics a criterion reads."""
+
+    activations: bool = False
+    gradients: bool = False
+    per_weight: bool = False
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(self.activations or other.activations, self.gradients or other.gradients,
+                     self.per_weight or other.per_weight)
+
+
+@dataclass
+class ScoringInput:
+    """What a criterion may read: the model, its groups and the calibration statistics."""
+
+    model: nn.Module
+    graph: DependencyGraph
+    stats: Statistics | None
+
+
+class Criterion:
+    """Base class: subclasses set ``name``, ``options`` (allowed option names) and override two methods."""
+
+    name: str = ""
+    options: tuple[str, ...] = ()
+
+    def needs(self, options: dict[str, Any]) -> Needs:
+        return Needs()
+
+    def score(self, data: ScoringInput, options: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            allowed = ", ".join(self.options) or "none"
+            raise ConfigError([f"criterion {self.name!r} has no option {', '.join(unknown)}; options: {allowed}"])
+
+
+_CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(criterion: Criterion) -> Criterion:
+    """Add a criterion under its name; a name may be registered once."""
+    if criterion.name in _CRITERIA:
+        raise ConfigError([f"criterion {criterion.name!r} is already registered"])
+    _CRITERIA[criterion.name] = criterion
+    return criterion
+
+
+def get_criterion(name: str) -> Criterion:
+    if name not in _CRITERIA:
+        raise UnknownNameError("criterion", name, _CRITERIA)
+    return _CRITERIA[name]
+
+
+def criterion_names() -> list[str]:
+    return sorted(_CRITERIA)
+
+
+def score(data: ScoringInput, name: str, options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Scores of every group under criterion ``name``; refuses non-finite scores.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> from neuroprune.graph.discover import discover
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> scores = score(ScoringInput(model, discover(model, torch.randn(1, 4)), None), "magnitude")
+        >>> scores["0"].shape
+        torch.Size([8])
+    """
+    options = dict(options or {})
+    criterion = get_criterion(name)
+    criterion.check_options(options)
+    scores = criterion.score(data, options)
+    for group, values in scores.items():
+        if not bool(torch.isfinite(values).all()):
+            raise NonFiniteError(f"criterion {name!r} gave non-finite scores for group {group!r}")
+    return scores

@@ -1,0 +1,114 @@
+"""Choose which neurons go: by ratio or threshold, per layer or across layers.
+
+Scores are normalised per group (divided by the group's largest score, so they lie in [0, 1]):
+a threshold then means "less than this fraction of the layer's most important neuron", and a
+global ranking compares layers fairly. A layer never drops below ``min_width`` neurons, and
+``round_to`` keeps widths at multiples that run fast.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from neuroprune.graph.groups import Group
+    >>> g = Group("fc1", 4, [], np.ones(4, dtype=bool), [])
+    >>> lowest_units(g, torch.tensor([0.4, 0.1, 0.9, 0.2]), 2)
+    array([1, 3])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import PruningTargetError
+from .graph.groups import DependencyGraph, Group
+
+
+def normalise(scores: torch.Tensor) -> torch.Tensor:
+    """Divide by the largest score (all-zero scores stay zero)."""
+    top = float(scores.max()) if scores.numel() else 0.0
+    return scores / top if top > 0 else torch.zeros_like(scores)
+
+
+def lowest_units(group: Group, scores: torch.Tensor, count: int) -> np.ndarray:
+    """Indices of the ``count`` lowest-scored prunable units (ties: lower index first), sorted."""
+    candidates = np.nonzero(group.prunable)[0]
+    order = np.argsort(scores.numpy()[candidates], kind="stable")
+    return np.sort(candidates[order[:count]])
+
+
+def _kept_after_rounding(size: int, keep: int, min_width: int, round_to: int) -> int:
+    keep = max(keep, min_width, 1)
+    if round_to > 1:
+        keep = min(size, int(math.ceil(keep / round_to) * round_to))
+    return min(keep, size)
+
+
+def counts_for_ratio(graph: DependencyGraph, scores: dict[str, torch.Tensor], original: dict[str, int],
+                     ratio: float, *, scope: str = "local", min_width: int = 1, round_to: int = 1) -> dict[str, int]:
+    """How many units each group loses now so that ``ratio`` of the original widths is gone.
+
+    Args:
+        graph: the model's current groups.
+        scores: current scores per group (used by ``scope="global"``).
+        original: each group's width before any pruning.
+        ratio: cumulative fraction of the original neurons to have removed.
+        scope: ``"local"`` (the ratio in every group) or ``"global"`` (the ratio over all groups,
+            lowest normalised scores first).
+    """
+    counts = {}
+    if scope == "local":
+        for group in graph.groups:
+            width0 = original.get(group.name, group.size)
+            target = _kept_after_rounding(group.size, width0 - math.floor(ratio * width0 + 1e-9), min_width, round_to)
+            fixed = group.size - group.prunable_count
+            counts[group.name] = max(0, group.size - max(target, fixed))
+        return counts
+    total0 = sum(original.get(g.name, g.size) for g in graph.groups)
+    removed_so_far = sum(original.get(g.name, g.size) - g.size for g in graph.groups)
+    need = max(0, math.floor(ratio * total0 + 1e-9) - removed_so_far)
+    candidates = []
+    for group in graph.groups:
+        normalised = normalise(scores[group.name]).numpy()
+        for unit in np.nonzero(group.prunable)[0]:
+            candidates.append((float(normalised[unit]), group.name, int(unit)))
+    candidates.sort()
+    remaining = {g.name: g.size for g in graph.groups}
+    counts = {g.name: 0 for g in graph.groups}
+    for _, name, _ in candidates:
+        if need == 0:
+            break
+        if remaining[name] > max(min_width, 1):
+            remaining[name] -= 1
+            counts[name] += 1
+            need -= 1
+    for group in graph.groups:
+        keep = _kept_after_rounding(group.size, group.size - counts[group.name], min_width, round_to)
+        counts[group.name] = group.size - keep
+    return counts
+
+
+def counts_for_threshold(graph: DependencyGraph, scores: dict[str, torch.Tensor], threshold: float, *,
+                         min_width: int = 1, round_to: int = 1) -> dict[str, int]:
+    """Units whose normalised score lies below ``threshold``, per group.
+
+    Raises:
+        PruningTargetError: the threshold would remove every neuron of a group.
+    """
+    counts = {}
+    for group in graph.groups:
+        normalised = normalise(scores[group.name])
+        below = int((normalised[torch.from_numpy(group.prunable)] < threshold).sum())
+        if below == group.size:
+            raise PruningTargetError(
+                f"threshold {threshold} would remove every neuron of layer {group.name!r} (normalised scores lie in "
+                "[0, 1], the layer's best neuron scores 1); use a threshold of at most 1")
+        keep = _kept_after_rounding(group.size, group.size - below, min_width, round_to)
+        counts[group.name] = group.size - keep
+    return counts
+
+
+def select_units(graph: DependencyGraph, scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """The lowest-scored units of each group, ``counts[name]`` of them."""
+    return {g.name: lowest_units(g, scores[g.name], counts.get(g.name, 0))
+            for g in graph.groups if counts.get(g.name, 0) > 0}

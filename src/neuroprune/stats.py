@@ -1,0 +1,207 @@
+"""One streaming pass over calibration batches that gathers what every criterion needs.
+
+Statistics are sums and counts (never running means), so passes over different data, or on
+different processes, merge by addition. Per neuron they take O(1) memory; only the ``seed``
+criterion, which weighs each connection by its own gradient, keeps one float32 accumulator per
+weight of the layers it scores. Activations are never stored.
+
+The model is left as found: hooks are removed, ``requires_grad`` flags, ``.grad`` tensors and
+train/eval modes are restored. Statistics accumulate in float32 on the model's device.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> from neuroprune.graph.discover import discover
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> graph = discover(model, torch.randn(1, 4))
+    >>> batches = [(torch.randn(16, 4), torch.randint(0, 2, (16,)))]
+    >>> loss = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])
+    >>> stats = collect_statistics(model, graph, batches, loss, gradients=True, progress=False)
+    >>> stats.axes[("2", "in")].act_count.shape
+    torch.Size([8])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .errors import DataError, NonFiniteError
+from .graph.groups import DependencyGraph
+from .surgery.registry import handler_for
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+@dataclass
+class AxisStats:
+    """Sums for the positions of one module axis (each tensor has one entry per position)."""
+
+    act_count: torch.Tensor | None = None  # values above the threshold
+    act_abs: torch.Tensor | None = None  # sum of |activation|
+    act_n: float = 0.0  # values observed per position
+    grad_abs: torch.Tensor | None = None  # sum over batches of |dL/dw| of incoming weights
+    grad_numel: torch.Tensor | None = None  # incoming weights per position, times batches
+    taylor: torch.Tensor | None = None  # sum over batches of w * dL/dw of outgoing weights
+
+    def merge(self, other: AxisStats) -> None:
+        for name in ("act_count", "act_abs", "grad_abs", "grad_numel", "taylor"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, theirs.clone() if mine is None else mine + theirs.to(mine.device))
+        self.act_n += other.act_n
+
+
+@dataclass
+class Statistics:
+    """Everything one calibration pass measured."""
+
+    axes: dict[tuple[str, str], AxisStats] = field(default_factory=dict)
+    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight (``seed`` only)
+    weight_grad_abs: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    batches: int = 0
+    threshold: float = 0.0
+
+    def axis(self, path: str, axis: str) -> AxisStats:
+        return self.axes.setdefault((path, axis), AxisStats())
+
+    def merge(self, other: Statistics) -> Statistics:
+        """Add ``other``'s sums to these (e.g. from another process); returns ``self``."""
+        for key, value in other.axes.items():
+            self.axis(*key).merge(value)
+        for key, value in other.weight_grad_abs.items():
+            mine = self.weight_grad_abs.get(key)
+            self.weight_grad_abs[key] = value.clone() if mine is None else mine + value.to(mine.device)
+        self.batches += other.batches
+        return self
+
+
+def _add(current: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    return value if current is None else current + value
+
+
+class _ActivationObserver:
+    """Forward hooks that count, per channel, values above the threshold and sum |values|."""
+
+    def __init__(self, model: nn.Module, paths: Iterable[str], stats: Statistics, threshold: float):
+        self.stats, self.threshold = stats, threshold
+        self.handles = []
+        for path in paths:
+            module = model.get_submodule(path)
+            self.handles.append(module.register_forward_hook(self._hook(path), with_kwargs=True))
+
+    def _hook(self, path: str):
+        def observe(module, args, kwargs, output):
+            for axis, (tensor, dim) in handler_for(module).observe(module, args, kwargs, output).items():
+                self._record(path, axis, tensor.detach(), dim)
+
+        return observe
+
+    def _record(self, path: str, axis: str, x: torch.Tensor, dim: int) -> None:
+        dim = dim % x.dim()
+        others = [d for d in range(x.dim()) if d != dim]
+        entry = self.stats.axis(path, axis)
+        entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.float32))
+        entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float32))
+        entry.act_n += x.numel() / x.shape[dim]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _gradient_targets(model: nn.Module, graph: DependencyGraph):
+    """(path, axis, handler, module) for every axis a group touches."""
+    seen = set()
+    for group in graph.groups:
+        for member in group.members:
+            key = (member.path, member.axis)
+            if key not in seen:
+                seen.add(key)
+                module = model.get_submodule(member.path)
+                yield member.path, member.axis, handler_for(module), module
+
+
+def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_index: int) -> None:
+    for path, axis, handler, module in _gradient_targets(model, graph):
+        entry = stats.axis(path, axis)
+        for view in handler.incoming(module, axis):
+            param = module.get_parameter(view.name)
+            if param.grad is None:
+                continue
+            grad = param.grad.detach().float()
+            rows = view.rows(grad).abs()
+            summed = rows.sum(dim=1)
+            if not bool(torch.isfinite(summed).all()):
+                raise NonFiniteError(f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
+            entry.grad_abs = _add(entry.grad_abs, summed)
+            entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1]))
+            if per_weight:
+                key = (path, view.name)
+                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), grad.abs())
+        for view in handler.outgoing(module, axis):
+            param = module.get_parameter(view.name)
+            if param.grad is None:
+                continue
+            product = view.rows(param.detach().float() * param.grad.detach().float()).sum(dim=1)
+            if not bool(torch.isfinite(product).all()):
+                raise NonFiniteError(f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
+            entry.taylor = _add(entry.taylor, product)
+
+
+def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
+                       activations: bool = True, gradients: bool = False, per_weight: bool = False,
+                       threshold: float = 0.0, progress: bool = True, desc: str = "scoring") -> Statistics:
+    """Gather activation and gradient statistics for every group of ``graph``.
+
+    Args:
+        model: the model (left unchanged).
+        graph: its groups, from :func:`~neuroprune.graph.discover.discover`.
+        batches: calibration batches, each passed to ``loss_fn``.
+        loss_fn: ``loss_fn(model, batch)`` returns a scalar loss (its value is only used when
+            ``gradients`` is set).
+        activations: count activations above ``threshold`` and sum their magnitudes.
+        gradients: run backward and accumulate |gradient| and weight x gradient sums.
+        per_weight: also keep |gradient| per weight (needed by the ``seed`` criterion).
+        threshold: the activation threshold of the frequency statistic.
+        progress: show a progress bar.
+    """
+    stats = Statistics(threshold=threshold)
+    paths = sorted(graph.axis_sizes)
+    modes = {name: m.training for name, m in model.named_modules()}
+    params = list(model.parameters())
+    saved_grads = [p.grad for p in params]
+    saved_flags = [p.requires_grad for p in params]
+    observer = _ActivationObserver(model, paths, stats, threshold) if activations else None
+    try:
+        model.eval()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(gradients)
+        total = len(batches) if hasattr(batches, "__len__") else None
+        for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
+            with torch.set_grad_enabled(gradients):
+                loss = loss_fn(model, batch)
+                if gradients:
+                    if not bool(torch.isfinite(loss).all()):
+                        raise NonFiniteError(f"loss is {loss.item()} on calibration batch {index}")
+                    loss.backward()
+                    _record_gradients(model, graph, stats, per_weight, index)
+                    for p in params:
+                        p.grad = None
+            stats.batches += 1
+        if stats.batches == 0:
+            raise DataError("calibration data is empty: at least one batch is needed to score neurons")
+    finally:
+        if observer is not None:
+            observer.remove()
+        for p, grad, flag in zip(params, saved_grads, saved_flags):
+            p.grad = grad
+            p.requires_grad_(flag)
+        for name, m in model.named_modules():
+            m.training = modes[name]
+    return stats

@@ -1,0 +1,113 @@
+"""What the pruning loop needs from a problem: batches, a loss, and a quality measure.
+
+:class:`ClassificationTask` covers labelled data (digits, an .npz, any tensors). Other problems
+(e.g. sentence embeddings without labels) implement the same methods.
+
+Example:
+    >>> from neuroprune.data import load_digits
+    >>> task = ClassificationTask(load_digits())
+    >>> (task.metric_name, tuple(task.example_input().shape))
+    ('accuracy', (2, 64))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import DataSplits, iterate_batches
+from .errors import DataError
+
+
+class Task(Protocol):
+    """The interface :func:`neuroprune.prune` uses."""
+
+    metric_name: str
+
+    def example_input(self) -> Any: ...
+    def make_input(self, batch_size: int) -> Any: ...
+    def calibration_batches(self) -> list[Any]: ...
+    def train_batches(self, epoch: int) -> Iterable[Any]: ...
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+    def evaluate(self, model: nn.Module, split: str) -> float: ...
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first parameter (CPU / float32 if none)."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
+class ClassificationTask:
+    """Cross-entropy loss and accuracy on :class:`~neuroprune.data.DataSplits`.
+
+    Args:
+        data: train/val/test splits (validation drives pruning decisions; test is only reported).
+        batch_size: batch size for training, calibration and evaluation.
+        calibration_samples: training samples used to score neurons.
+        seed: seed of the training shuffles.
+    """
+
+    metric_name = "accuracy"
+
+    def __init__(self, data: DataSplits, *, batch_size: int = 64, calibration_samples: int = 1024, seed: int = 0):
+        if len(data.x_train) == 0 or len(data.x_val) == 0 or len(data.x_test) == 0:
+            raise DataError(f"data set {data.name!r} has an empty split (train {len(data.x_train)}, "
+                            f"val {len(data.x_val)}, test {len(data.x_test)})")
+        if batch_size < 1 or calibration_samples < 1:
+            raise DataError(f"batch_size and calibration_samples must be >= 1, got {batch_size} and {calibration_samples}")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.calibration_samples = calibration_samples
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+
+    def bind(self, model: nn.Module) -> ClassificationTask:
+        """Put inputs on the model's device and dtype from now on."""
+        self.device, self.dtype = model_device_dtype(model)
+        return self
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=self.device or "cpu", dtype=self.dtype or torch.float32)
+
+    def example_input(self) -> torch.Tensor:
+        return self._inputs(self.data.x_train[:2])
+
+    def make_input(self, batch_size: int) -> torch.Tensor:
+        x = self.data.x_train
+        index = torch.arange(batch_size) % len(x)
+        return self._inputs(x[index])
+
+    def calibration_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        n = min(self.calibration_samples, len(self.data.x_train))
+        return list(iterate_batches(self.data.x_train[:n], self.data.y_train[:n], self.batch_size))
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return iterate_batches(self.data.x_train, self.data.y_train, self.batch_size, shuffle=True, generator=generator)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        logits = model(self._inputs(x))
+        return F.cross_entropy(logits.float(), y.to(logits.device))
+
+    def evaluate(self, model: nn.Module, split: str) -> float:
+        """Accuracy on ``"val"`` or ``"test"`` (eval mode; the model's mode is restored)."""
+        if split not in ("val", "test", "train"):
+            raise DataError(f"unknown split {split!r}; splits: train, val, test")
+        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+        was_training = model.training
+        model.eval()
+        correct = 0
+        try:
+            with torch.inference_mode():
+                for xb, yb in iterate_batches(x, y, max(self.batch_size, 256)):
+                    correct += int((model(self._inputs(xb)).argmax(dim=-1).cpu() == yb).sum())
+        finally:
+            model.train(was_training)
+        return correct / len(y)
