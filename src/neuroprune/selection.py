@@ -31,10 +31,23 @@ def normalise(scores: torch.Tensor) -> torch.Tensor:
 
 
 def lowest_units(group: Group, scores: torch.Tensor, count: int) -> np.ndarray:
-    """Indices of the ``count`` lowest-scored prunable units (ties: lower index first), sorted."""
+    """Indices of the ``count`` lowest-scored prunable units (ties: lower index first), sorted.
+
+    A unit is skipped when removing it would leave some layer of the group with no position
+    at all (e.g. every channel of one branch of a concatenation).
+    """
     candidates = np.nonzero(group.prunable)[0]
-    order = np.argsort(scores.numpy()[candidates], kind="stable")
-    return np.sort(candidates[order[:count]])
+    order = candidates[np.argsort(scores.numpy()[candidates], kind="stable")]
+    per_member = [np.bincount(m.unit_of[m.unit_of >= 0], minlength=group.size) for m in group.members]
+    remaining = [int((m.unit_of >= 0).sum()) for m in group.members]
+    chosen = []
+    for unit in order:
+        if len(chosen) == count:
+            break
+        if all(left - counts[unit] >= 1 for left, counts in zip(remaining, per_member)):
+            chosen.append(unit)
+            remaining = [left - counts[unit] for left, counts in zip(remaining, per_member)]
+    return np.sort(np.array(chosen, dtype=np.int64))
 
 
 def _kept_after_rounding(size: int, keep: int, min_width: int, round_to: int) -> int:

@@ -140,71 +140,88 @@ def _shared_parameter_paths(model: nn.Module, paths: Iterable[str]) -> set[str]:
     return {p for group in owners.values() if len(group) > 1 for p in group}
 
 
+def _unit_order(ctx: FlowContext, unit: np.ndarray):
+    """Number the units produced by some layer, in order of first appearance along the producers.
+
+    Returns the sorted unit labels, their group, their index within the group, and for every
+    group its producers and size.
+    """
+    sequence = np.concatenate([unit[ctx.axes[key]] for key in ctx.producers])
+    labels, first, local = np.unique(sequence, return_index=True, return_inverse=True)
+    # consecutive positions of one producer axis share a group
+    starts = np.cumsum([0] + [len(ctx.axes[key]) for key in ctx.producers])
+    same_axis = np.ones(len(sequence) - 1, dtype=bool)
+    same_axis[starts[1:-1] - 1] = False
+    rows, cols = local[:-1][same_axis], local[1:][same_axis]
+    n = len(labels)
+    raw_group = connected_components(sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)[1]
+    # renumber groups and units by first appearance
+    order = np.argsort(first, kind="stable")
+    group_number: dict[int, int] = {}
+    group_of = np.empty(n, dtype=np.int64)
+    index_in_group = np.empty(n, dtype=np.int64)
+    sizes: list[int] = []
+    for label_index in order:
+        g = group_number.setdefault(int(raw_group[label_index]), len(group_number))
+        if g == len(sizes):
+            sizes.append(0)
+        group_of[label_index], index_in_group[label_index] = g, sizes[g]
+        sizes[g] += 1
+    producers: dict[int, list[tuple[str, str]]] = {}
+    for key, start in zip(ctx.producers, starts[:-1]):
+        producers.setdefault(int(group_of[local[start]]), []).append(key)
+    return labels, group_of, index_in_group, producers, sizes
+
+
 def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     """Turn ids, couplings and frozen ids into :class:`Group` objects."""
     unit = _components(ctx)
-    frozen_units: dict[int, list[str]] = {}
     paths = {path for path, _ in ctx.axes}
     for path in _shared_parameter_paths(model, paths):
-        for (p, axis), ids in ctx.axes.items():
+        for (p, axis), ids in list(ctx.axes.items()):
             if p == path:
                 ctx.freeze(ids, f"{path}: parameters shared with another layer")
+    labels, group_of, index_in_group, producers, sizes = _unit_order(ctx, unit)
+
+    frozen = np.zeros(len(labels), dtype=bool)
+    reasons: dict[int, set[str]] = {}
     for ids, reason in ctx.frozen:
-        for label in np.unique(unit[ids]):
-            frozen_units.setdefault(int(label), []).append(reason)
+        hit = np.unique(unit[ids])
+        where = np.searchsorted(labels, hit).clip(max=len(labels) - 1)
+        matched = where[labels[where] == hit]
+        frozen[matched] = True
+        for g in np.unique(group_of[matched]):
+            reasons.setdefault(int(g), set()).add(reason)
 
-    # Units computed by the same producer belong to one group.
-    labels = sorted({int(u) for key in ctx.producers for u in unit[ctx.axes[key]]})
-    index_of = {label: i for i, label in enumerate(labels)}
-    rows, cols = [], []
-    for key in ctx.producers:
-        local = np.array([index_of[int(u)] for u in unit[ctx.axes[key]]])
-        rows.append(local[:-1])
-        cols.append(local[1:])
-    n = len(labels)
-    rows_a = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    cols_a = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    group_of = connected_components(
-        sparse.coo_matrix((np.ones(len(rows_a)), (rows_a, cols_a)), shape=(n, n)), directed=False)[1]
-
-    # Order units and groups by first appearance along the producers, in forward order.
-    group_units: dict[int, list[int]] = {}
-    group_producers: dict[int, list[tuple[str, str]]] = {}
-    for key in ctx.producers:
-        for u in unit[ctx.axes[key]]:
-            g = int(group_of[index_of[int(u)]])
-            units = group_units.setdefault(g, [])
-            if int(u) not in units:
-                units.append(int(u))
-        g = int(group_of[index_of[int(unit[ctx.axes[key][0]])]])
-        group_producers.setdefault(g, []).append(key)
-    position_in_group = {u: (g, i) for g, units in group_units.items() for i, u in enumerate(units)}
-
-    members: dict[int, list[GroupMember]] = {g: [] for g in group_units}
+    members: dict[int, list[GroupMember]] = {g: [] for g in range(len(sizes))}
     for (path, axis), ids in ctx.axes.items():
-        labels_here = unit[ids]
-        for g in {position_in_group[int(u)][0] for u in labels_here if int(u) in position_in_group}:
-            unit_of = np.array([position_in_group[int(u)][1] if position_in_group.get(int(u), (None,))[0] == g else -1
-                                for u in labels_here], dtype=np.int64)
-            members[g].append(GroupMember(path, axis, unit_of))
+        here = unit[ids]
+        where = np.searchsorted(labels, here).clip(max=len(labels) - 1)
+        known = labels[where] == here
+        groups_here = np.where(known, group_of[where], -1)
+        for g in np.unique(groups_here[groups_here >= 0]):
+            unit_of = np.where(groups_here == g, index_in_group[where], -1).astype(np.int64)
+            members[int(g)].append(GroupMember(path, axis, unit_of))
 
-    groups, frozen = [], {}
-    for g, units in group_units.items():
-        path, axis = group_producers[g][0]
+    groups, fixed = [], {}
+    for g, size in enumerate(sizes):
+        path, axis = producers[g][0]
         name = path if axis in ("out", "dim") else f"{path}:{axis}"
-        prunable = np.array([u not in frozen_units for u in units])
-        reasons = sorted({r for u in units for r in frozen_units.get(u, [])})
-        if prunable.sum() == 0:
-            frozen[name] = reasons
+        prunable = np.ones(size, dtype=bool)
+        in_group = np.nonzero(group_of == g)[0]
+        prunable[index_in_group[in_group]] = ~frozen[in_group]
+        why = sorted(reasons.get(g, set()))
+        if not prunable.any():
+            fixed[name] = why
             continue
-        groups.append(Group(name, len(units), members[g], prunable, group_producers[g], reasons))
+        groups.append(Group(name, size, members[g], prunable, producers[g], why))
 
     module_types, axis_sizes = {}, {}
     for path in paths:
         module = model.get_submodule(path)
         module_types[path] = type(module).__name__
         axis_sizes[path] = handler_for(module).axes(module)
-    return DependencyGraph(groups, frozen, module_types, axis_sizes)
+    return DependencyGraph(groups, fixed, module_types, axis_sizes)
 
 
 def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()) -> DependencyGraph:

@@ -48,8 +48,8 @@ class MagnitudeCriterion(Criterion):
             per_position = {}
             for member in group.members:
                 module, views = _views(data, member.path, member.axis, outgoing)
-                parts = [view.rows(module.get_parameter(view.name).detach().float()).abs().pow(p).sum(dim=1)
-                         for view in views]
+                parts = [torch.linalg.vector_norm(view.rows(module.get_parameter(view.name).detach().float()),
+                                                  ord=p, dim=1).pow(p) for view in views]
                 if parts:
                     per_position[(member.path, member.axis)] = torch.stack(parts).sum(dim=0)
             scores[group.name] = sum_to_units(group, per_position).pow(1.0 / p)
