@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from models import mlp
 
@@ -166,3 +167,17 @@ def test_activation_criteria_need_observations(setting):
 
     with pytest.raises(DataError, match="never read by an observed layer"):
         score(ScoringInput(model, graph, Statistics()), "activation_frequency")
+
+
+def test_token_mask_leaves_padding_out_of_activation_statistics():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    x = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    graph = discover(model, x)
+    stats = collect_statistics(model, graph, [(x, None)], lambda m, b: m(b[0]).sum(), progress=False,
+                               token_mask=lambda batch: mask)
+    hidden = F.relu(model[0](x))[mask.bool()]  # only real tokens
+    freq = score(ScoringInput(model, graph, stats), "activation_frequency")["0"]
+    mean = score(ScoringInput(model, graph, stats), "activation_mean")["0"]
+    torch.testing.assert_close(freq, (hidden > 0).float().mean(0))
+    torch.testing.assert_close(mean, hidden.abs().mean(0))

@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
+from .adapters import get_adapter
 from .errors import CheckpointError, OutputExistsError, PlanError
 from .plan import PruningPlan
 from .surgery.apply import apply_keep
@@ -68,7 +69,9 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
                 problems.append(f"{path}.{axis} has {sizes.get(axis)} positions, the plan expects {spec['size']}")
     if problems:
         raise PlanError("plan does not match the model: " + "; ".join(problems))
-    return apply_keep(model, plan.keep(), inplace=inplace)
+    pruned = apply_keep(model, plan.keep(), inplace=inplace)
+    get_adapter(plan.adapter).after_surgery(pruned)
+    return pruned
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -31,6 +31,7 @@ class PruningPlan:
     """``modules[path] = {"type": class name, "axes": {axis: {"size": original, "keep": [...]}}}``."""
 
     modules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adapter: str = "fx"
 
     def compose(self, step: Keep, module_types: dict[str, str], axis_sizes: dict[str, dict[str, int]]) -> PruningPlan:
         """A new plan: this one followed by ``step`` (keep positions of the current model)."""
@@ -44,7 +45,7 @@ class PruningPlan:
                     entry["axes"][axis] = {"size": int(axis_sizes[path][axis]), "keep": kept_list}
                 else:
                     entry["axes"][axis] = {"size": current["size"], "keep": [current["keep"][i] for i in kept_list]}
-        return PruningPlan(modules)
+        return PruningPlan(modules, self.adapter)
 
     def keep(self) -> Keep:
         """Keep positions as tensors, ready for :func:`~neuroprune.surgery.apply.apply_keep`."""
@@ -52,7 +53,7 @@ class PruningPlan:
                 for path, entry in self.modules.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "modules": self.modules}
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "adapter": self.adapter, "modules": self.modules}
 
     @classmethod
     def from_dict(cls, data: Any) -> PruningPlan:
@@ -77,4 +78,7 @@ class PruningPlan:
                     problems.append(f"{path}.{axis}: 'keep' must list positions in [0, size)")
         if problems:
             raise PlanError("malformed plan: " + "; ".join(problems))
-        return cls(modules)
+        adapter = data.get("adapter", "fx")
+        if not isinstance(adapter, str):
+            raise PlanError("plan 'adapter' must be a name")
+        return cls(modules, adapter)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .config import PruneConfig
 from .errors import NoPrunableLayerError
-from .graph.discover import discover
+from .adapters import adapter_for
 from .graph.groups import DependencyGraph
 from .io import save
 from .plan import PruningPlan
@@ -58,7 +58,7 @@ def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneCo
         stats = collect_statistics(model, graph, task.calibration_batches(), task.loss,
                                    activations=needs.activations, gradients=needs.gradients,
                                    per_weight=needs.per_weight, threshold=config.activation_threshold,
-                                   progress=config.progress, desc=desc)
+                                   progress=config.progress, desc=desc, token_mask=getattr(task, "token_mask", None))
     return score(ScoringInput(model, graph, stats), config.criterion, options)
 
 
@@ -93,19 +93,20 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneRes
     if hasattr(task, "bind"):
         task.bind(work)
     example = task.example_input()
-    graph = discover(work, example, ignore=config.ignore)
+    adapter = adapter_for(work)
+    graph = adapter.discover(work, example, ignore=config.ignore)
     if not graph.groups:
         raise NoPrunableLayerError(_no_prunable_message(graph))
     original = {g.name: g.size for g in graph.groups}
     fixed = graph.frozen
     before = _measure(work, task, config)
     reference = task.evaluate(work, "val")
-    plan = PruningPlan()
+    plan = PruningPlan(adapter=adapter.name)
     steps: list[dict[str, Any]] = []
     for step in range(1, config.steps + 1):
         target = None if config.ratio is None else config.ratio * step / config.steps
         if step > 1:
-            graph = discover(work, example, ignore=config.ignore)
+            graph = adapter.discover(work, example, ignore=config.ignore)
         scores = score_groups(work, graph, task, config, desc=f"scoring step {step}")
         counts = _step_counts(graph, scores, original, config, target)
         for attempt in range(1, config.max_retries + 2):
@@ -133,6 +134,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneRes
             if accepted:
                 handle.commit()
                 work = apply_keep(work, keep)
+                adapter.after_surgery(work)
                 plan = plan.compose(keep, graph.module_types, graph.axis_sizes)
                 if config.finetune_epochs:
                     finetune(work, task, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
@@ -140,7 +142,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneRes
                 break
             handle.remove()
             counts = {name: n // 2 for name, n in counts.items()}
-    final_graph = discover(work, example, ignore=config.ignore)
+    final_graph = adapter.discover(work, example, ignore=config.ignore)
     widths = {g.name: g.size for g in final_graph.groups}
     layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)} for name, size in original.items()]
     report = {

@@ -89,6 +89,8 @@ class _ActivationObserver:
 
     def __init__(self, model: nn.Module, paths: Iterable[str], stats: Statistics, threshold: float):
         self.stats, self.threshold = stats, threshold
+        #: (batch, tokens) mask of the current batch; positions where it is 0 are not counted
+        self.token_mask: torch.Tensor | None = None
         self.handles = []
         for path in paths:
             module = model.get_submodule(path)
@@ -101,13 +103,32 @@ class _ActivationObserver:
 
         return observe
 
+    def _token_weights(self, x: torch.Tensor, dim: int) -> torch.Tensor | None:
+        """The token mask shaped to broadcast over ``x`` (batch on dim 0, tokens on the first
+        other dimension of matching size), or ``None`` when it does not apply."""
+        mask = self.token_mask
+        if mask is None or x.dim() < 3 or x.shape[0] != mask.shape[0]:
+            return None
+        for d in range(1, x.dim()):
+            if d != dim and x.shape[d] == mask.shape[1]:
+                shape = [1] * x.dim()
+                shape[0], shape[d] = mask.shape
+                return mask.to(device=x.device, dtype=torch.float32).reshape(shape)
+        return None
+
     def _record(self, path: str, axis: str, x: torch.Tensor, dim: int) -> None:
         dim = dim % x.dim()
         others = [d for d in range(x.dim()) if d != dim]
         entry = self.stats.axis(path, axis)
-        entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.float32))
-        entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float32))
-        entry.act_n += x.numel() / x.shape[dim]
+        weights = self._token_weights(x, dim)
+        if weights is None:
+            entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.float32))
+            entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float32))
+            entry.act_n += x.numel() / x.shape[dim]
+            return
+        entry.act_count = _add(entry.act_count, ((x > self.threshold) * weights).sum(dim=others))
+        entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others))
+        entry.act_n += float(weights.sum()) * x.numel() / (x.shape[dim] * weights.numel())
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -155,7 +176,8 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
 
 def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
                        activations: bool = True, gradients: bool = False, per_weight: bool = False,
-                       threshold: float = 0.0, progress: bool = True, desc: str = "scoring") -> Statistics:
+                       threshold: float = 0.0, progress: bool = True, desc: str = "scoring",
+                       token_mask: Callable[[Any], torch.Tensor | None] | None = None) -> Statistics:
     """Gather activation and gradient statistics for every group of ``graph``.
 
     Args:
@@ -169,6 +191,8 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
         per_weight: also keep |gradient| per weight (needed by the ``seed`` criterion).
         threshold: the activation threshold of the frequency statistic.
         progress: show a progress bar.
+        token_mask: ``token_mask(batch)`` gives a (batch, tokens) mask of real tokens; padding
+            positions are then left out of the activation statistics.
     """
     stats = Statistics(threshold=threshold)
     paths = sorted(graph.axis_sizes)
@@ -184,6 +208,8 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
             p.requires_grad_(gradients)
         total = len(batches) if hasattr(batches, "__len__") else None
         for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
+            if observer is not None and token_mask is not None:
+                observer.token_mask = token_mask(batch)
             with torch.set_grad_enabled(gradients):
                 loss = loss_fn(model, batch)
                 if gradients:
