@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError, NeuropruneError
+from .policy import LayerPolicy
 
 SCOPES = ("local", "global")
 
@@ -44,12 +45,14 @@ class PruneConfig:
     reconstruct: bool = field(default=False, metadata={"help": "least-squares re-fit of layers reading pruned neurons"})
     activation_threshold: float = field(default=0.0, metadata={"help": "a neuron counts as active above this value"})
     ignore: tuple[str, ...] = field(default=(), metadata={"help": "module paths to leave unpruned"})
+    layers: tuple[LayerPolicy, ...] = field(default=(), metadata={"help": "layer-specific settings, applied in order"})
     seed: int = field(default=0, metadata={"help": "seed for random choices"})
     latency_runs: int = field(default=20, metadata={"help": "timed runs per latency measurement (median)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "layers", tuple(LayerPolicy(**p) if isinstance(p, dict) else p for p in self.layers))
         problems = self.problems()
         if problems:
             raise ConfigError(problems)
@@ -78,6 +81,8 @@ class PruneConfig:
             p.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if not (_is_number(self.activation_threshold) and math.isfinite(self.activation_threshold)):
             p.append(f"activation_threshold must be finite, got {self.activation_threshold}")
+        for policy in self.layers:
+            p.extend(policy.problems())
         try:
             criterion = get_criterion(self.criterion)
             criterion.check_options(dict(self.criterion_options))
@@ -89,4 +94,5 @@ class PruneConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ignore"] = list(self.ignore)
+        data["layers"] = [{k: v for k, v in asdict(p).items() if v not in (None, False)} for p in self.layers]
         return data

@@ -79,12 +79,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report: dict | None = None, *,
-         overwrite: bool = False) -> None:
+         overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors``, ``plan.json`` and ``report.json`` into ``folder``.
 
     Everything is written to a temporary sibling folder first and renamed into place, so an
     interrupted save leaves no half-written folder. An existing folder is refused unless
-    ``overwrite``.
+    ``overwrite``. ``extra`` maps further file names to JSON-serialisable content.
     """
     folder = Path(folder)
     if folder.exists() and not overwrite:
@@ -96,6 +96,8 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
         safetensors.torch.save_model(model, str(staging / MODEL_FILE))
         _write_json(staging / PLAN_FILE, plan.to_dict())
         _write_json(staging / REPORT_FILE, report or {})
+        for name, content in (extra or {}).items():
+            _write_json(staging / name, content)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)

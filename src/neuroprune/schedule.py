@@ -13,21 +13,27 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn as nn
 
+from .adapters import adapter_for
 from .config import PruneConfig
 from .errors import NoPrunableLayerError
-from .adapters import adapter_for
+from .checkpoint import LoopState, checkpoint_exists, load_checkpoint, save_checkpoint
 from .graph.groups import DependencyGraph
 from .io import save
 from .plan import PruningPlan
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
+from .policy import GroupSettings, resolve_policies
 from .report.metrics import measure_model
 from .scoring import ScoringInput, get_criterion, score
+from .scoring.registry import Needs
 from .selection import counts_for_ratio, counts_for_threshold, select_units
 from .stats import collect_statistics
 from .surgery.apply import apply_keep
@@ -47,26 +53,44 @@ class PruneResult:
         save(folder, self.model, self.plan, self.report, overwrite=overwrite)
 
 
-def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneConfig, desc: str = "scoring"):
-    """Scores of every group under ``config.criterion`` (one statistics pass when needed)."""
-    options = dict(config.criterion_options)
-    if config.criterion == "random":
+def _criterion_options(config: PruneConfig, name: str) -> dict[str, Any]:
+    options = dict(config.criterion_options) if name == config.criterion else {}
+    if name == "random":
         options.setdefault("seed", config.seed)
-    needs = get_criterion(config.criterion).needs(options)
+    return options
+
+
+def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneConfig,
+                 settings: dict[str, GroupSettings] | None = None, desc: str = "scoring") -> dict[str, torch.Tensor]:
+    """Scores of every group under its criterion (one statistics pass for all criteria)."""
+    chosen = {g.name: (settings[g.name].criterion if settings else config.criterion) for g in graph.groups}
+    criteria = sorted(set(chosen.values()))
+    needs = Needs()
+    for name in criteria:
+        needs = needs | get_criterion(name).needs(_criterion_options(config, name))
     stats = None
     if needs.activations or needs.gradients:
         stats = collect_statistics(model, graph, task.calibration_batches(), task.loss,
                                    activations=needs.activations, gradients=needs.gradients,
                                    per_weight=needs.per_weight, threshold=config.activation_threshold,
                                    progress=config.progress, desc=desc, token_mask=getattr(task, "token_mask", None))
-    return score(ScoringInput(model, graph, stats), config.criterion, options)
+    data = ScoringInput(model, graph, stats)
+    by_criterion = {name: score(data, name, _criterion_options(config, name)) for name in criteria}
+    return {group: by_criterion[name][group] for group, name in chosen.items()}
 
 
-def _step_counts(graph, scores, original, config: PruneConfig, target: float | None) -> dict[str, int]:
+def step_counts(graph: DependencyGraph, scores, original: dict[str, int], config: PruneConfig,
+                settings: dict[str, GroupSettings], fraction: float) -> dict[str, int]:
+    """Units each group loses in a step that reaches ``fraction`` of the run's target."""
+    skip = {name for name, s in settings.items() if s.ignore}
+    min_widths = {name: s.min_width for name, s in settings.items()}
     if config.threshold is not None:
-        return counts_for_threshold(graph, scores, config.threshold, min_width=config.min_width, round_to=config.round_to)
-    return counts_for_ratio(graph, scores, original, target, scope=config.scope, min_width=config.min_width,
-                            round_to=config.round_to)
+        return counts_for_threshold(graph, scores, config.threshold, min_width=config.min_width,
+                                    round_to=config.round_to, min_widths=min_widths, skip=skip)
+    ratios = {name: s.ratio * fraction for name, s in settings.items() if s.ratio is not None}
+    return counts_for_ratio(graph, scores, original, config.ratio * fraction, scope=config.scope,
+                            min_width=config.min_width, round_to=config.round_to, ratios=ratios,
+                            min_widths=min_widths, skip=skip)
 
 
 def _measure(model: nn.Module, task, config: PruneConfig, batch_sizes=(1, 64)):
@@ -79,7 +103,52 @@ def _no_prunable_message(graph: DependencyGraph) -> str:
     return "the model has no prunable layer" + (f" (fixed: {reasons})" if reasons else "")
 
 
-def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneResult:
+def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
+              example: Any, settings: dict[str, GroupSettings]) -> nn.Module:
+    """One step: score, select, then mask-validate-accept or roll back and retry with half."""
+    graph = adapter.discover(work, example, ignore=config.ignore)
+    fraction = step / config.steps
+    target = None if config.ratio is None else config.ratio * fraction
+    scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
+    counts = step_counts(graph, scores, state.original, config, settings, fraction)
+    for attempt in range(1, config.max_retries + 2):
+        removal = select_units(graph, scores, counts)
+        removed = sum(len(units) for units in removal.values())
+        record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
+        if removed == 0:
+            state.steps.append({**record, "accuracy": None, "accepted": False, "reason": "nothing to remove"})
+            return work
+        keep = graph.keep_indices(removal)
+        teacher = copy.deepcopy(work) if config.reconstruct else None
+        handle = apply_masks(work, keep)
+        try:
+            if teacher is not None:
+                reconstruct(work, teacher, keep, task.calibration_batches(), task.loss, progress=config.progress)
+            metric = task.evaluate(work, "val")
+        except BaseException:
+            handle.remove()
+            raise
+        drop = state.reference - metric
+        accepted = drop <= config.tolerance
+        verdict = "<=" if accepted else ">"
+        state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
+                            "reason": f"validation drop {drop:+.4f} {verdict} tolerance {config.tolerance}"})
+        if accepted:
+            handle.commit()
+            work = apply_keep(work, keep)
+            adapter.after_surgery(work)
+            state.plan = state.plan.compose(keep, graph.module_types, graph.axis_sizes)
+            if config.finetune_epochs:
+                finetune(work, task, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
+                         progress=config.progress, desc=f"fine-tuning step {step}")
+            return work
+        handle.remove()
+        counts = {name: n // 2 for name, n in counts.items()}
+    return work
+
+
+def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
+          resume: bool = False, on_step: Callable[[int, nn.Module], None] | None = None) -> PruneResult:
     """Prune ``model`` on ``task`` as ``config`` says; the caller's model is not modified.
 
     Each of ``config.steps`` steps scores the current model, selects the neurons to remove so that
@@ -87,6 +156,12 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneRes
     more than ``tolerance`` against the unpruned model, the step is rolled back (weights restored
     bit for bit) and retried with half as many neurons; otherwise the neurons are removed for real
     and the model is optionally fine-tuned. Every attempt is recorded in the report.
+
+    Args:
+        checkpoint: folder written atomically after every step; with ``resume=True`` a run
+            continues from it (after a crash or Ctrl-C) and ends with the same model as an
+            uninterrupted run.
+        on_step: called as ``on_step(step, model)`` after each step (and its checkpoint).
     """
     config = config or PruneConfig()
     work = copy.deepcopy(model)
@@ -97,62 +172,32 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None) -> PruneRes
     graph = adapter.discover(work, example, ignore=config.ignore)
     if not graph.groups:
         raise NoPrunableLayerError(_no_prunable_message(graph))
-    original = {g.name: g.size for g in graph.groups}
-    fixed = graph.frozen
-    before = _measure(work, task, config)
-    reference = task.evaluate(work, "val")
-    plan = PruningPlan(adapter=adapter.name)
-    steps: list[dict[str, Any]] = []
-    for step in range(1, config.steps + 1):
-        target = None if config.ratio is None else config.ratio * step / config.steps
-        if step > 1:
-            graph = adapter.discover(work, example, ignore=config.ignore)
-        scores = score_groups(work, graph, task, config, desc=f"scoring step {step}")
-        counts = _step_counts(graph, scores, original, config, target)
-        for attempt in range(1, config.max_retries + 2):
-            removal = select_units(graph, scores, counts)
-            removed = sum(len(units) for units in removal.values())
-            record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
-            if removed == 0:
-                steps.append({**record, "accuracy": None, "accepted": False, "reason": "nothing to remove"})
-                break
-            keep = graph.keep_indices(removal)
-            teacher = copy.deepcopy(work) if config.reconstruct else None
-            handle = apply_masks(work, keep)
-            try:
-                if teacher is not None:
-                    reconstruct(work, teacher, keep, task.calibration_batches(), task.loss, progress=config.progress)
-                metric = task.evaluate(work, "val")
-            except BaseException:
-                handle.remove()
-                raise
-            drop = reference - metric
-            accepted = drop <= config.tolerance
-            verdict = "<=" if accepted else ">"
-            steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
-                          "reason": f"validation drop {drop:+.4f} {verdict} tolerance {config.tolerance}"})
-            if accepted:
-                handle.commit()
-                work = apply_keep(work, keep)
-                adapter.after_surgery(work)
-                plan = plan.compose(keep, graph.module_types, graph.axis_sizes)
-                if config.finetune_epochs:
-                    finetune(work, task, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
-                             progress=config.progress, desc=f"fine-tuning step {step}")
-                break
-            handle.remove()
-            counts = {name: n // 2 for name, n in counts.items()}
+    settings = resolve_policies(graph, config)
+    state = None
+    if resume and checkpoint is not None and checkpoint_exists(checkpoint):
+        work, state = load_checkpoint(checkpoint, model, config)
+    if state is None:
+        state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
+                          {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
+    for step in range(state.step + 1, config.steps + 1):
+        work = _run_step(work, step, state, task, config, adapter, example, settings)
+        state.step = step
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, work, state, config)
+        if on_step is not None:
+            on_step(step, work)
     final_graph = adapter.discover(work, example, ignore=config.ignore)
     widths = {g.name: g.size for g in final_graph.groups}
-    layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)} for name, size in original.items()]
+    layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)}
+              for name, size in state.original.items()]
     report = {
         "metric": task.metric_name,
-        "reference_val": reference,
-        "before": before,
+        "reference_val": state.reference,
+        "before": state.before,
         "after": _measure(work, task, config),
-        "steps": steps,
+        "steps": state.steps,
         "layers": layers,
-        "fixed_layers": fixed,
+        "fixed_layers": state.fixed,
         "config": config.to_dict(),
     }
-    return PruneResult(work, plan, report)
+    return PruneResult(work, state.plan, report)

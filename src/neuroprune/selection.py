@@ -58,7 +58,9 @@ def _kept_after_rounding(size: int, keep: int, min_width: int, round_to: int) ->
 
 
 def counts_for_ratio(graph: DependencyGraph, scores: dict[str, torch.Tensor], original: dict[str, int],
-                     ratio: float, *, scope: str = "local", min_width: int = 1, round_to: int = 1) -> dict[str, int]:
+                     ratio: float, *, scope: str = "local", min_width: int = 1, round_to: int = 1,
+                     ratios: dict[str, float] | None = None, min_widths: dict[str, int] | None = None,
+                     skip: tuple[str, ...] | set[str] = ()) -> dict[str, int]:
     """How many units each group loses now so that ``ratio`` of the original widths is gone.
 
     Args:
@@ -68,55 +70,72 @@ def counts_for_ratio(graph: DependencyGraph, scores: dict[str, torch.Tensor], or
         ratio: cumulative fraction of the original neurons to have removed.
         scope: ``"local"`` (the ratio in every group) or ``"global"`` (the ratio over all groups,
             lowest normalised scores first).
+        ratios: per-group ratios overriding ``ratio`` (always applied per group).
+        min_widths: per-group minimum widths overriding ``min_width``.
+        skip: groups left alone.
     """
-    counts = {}
-    if scope == "local":
-        for group in graph.groups:
-            width0 = original.get(group.name, group.size)
-            target = _kept_after_rounding(group.size, width0 - math.floor(ratio * width0 + 1e-9), min_width, round_to)
-            fixed = group.size - group.prunable_count
-            counts[group.name] = max(0, group.size - max(target, fixed))
+    ratios, min_widths = ratios or {}, min_widths or {}
+    counts = {g.name: 0 for g in graph.groups}
+    pooled = []
+    for group in graph.groups:
+        if group.name in skip:
+            continue
+        if scope == "global" and group.name not in ratios:
+            pooled.append(group)
+            continue
+        width0 = original.get(group.name, group.size)
+        share = ratios.get(group.name, ratio)
+        floor = min_widths.get(group.name, min_width)
+        target = _kept_after_rounding(group.size, width0 - math.floor(share * width0 + 1e-9), floor, round_to)
+        fixed = group.size - group.prunable_count
+        counts[group.name] = max(0, group.size - max(target, fixed))
+    if not pooled:
         return counts
-    total0 = sum(original.get(g.name, g.size) for g in graph.groups)
-    removed_so_far = sum(original.get(g.name, g.size) - g.size for g in graph.groups)
+    total0 = sum(original.get(g.name, g.size) for g in pooled)
+    removed_so_far = sum(original.get(g.name, g.size) - g.size for g in pooled)
     need = max(0, math.floor(ratio * total0 + 1e-9) - removed_so_far)
     candidates = []
-    for group in graph.groups:
+    for group in pooled:
         normalised = normalise(scores[group.name]).numpy()
         for unit in np.nonzero(group.prunable)[0]:
             candidates.append((float(normalised[unit]), group.name, int(unit)))
     candidates.sort()
-    remaining = {g.name: g.size for g in graph.groups}
-    counts = {g.name: 0 for g in graph.groups}
+    remaining = {g.name: g.size for g in pooled}
     for _, name, _ in candidates:
         if need == 0:
             break
-        if remaining[name] > max(min_width, 1):
+        if remaining[name] > max(min_widths.get(name, min_width), 1):
             remaining[name] -= 1
             counts[name] += 1
             need -= 1
-    for group in graph.groups:
-        keep = _kept_after_rounding(group.size, group.size - counts[group.name], min_width, round_to)
+    for group in pooled:
+        floor = min_widths.get(group.name, min_width)
+        keep = _kept_after_rounding(group.size, group.size - counts[group.name], floor, round_to)
         counts[group.name] = group.size - keep
     return counts
 
 
 def counts_for_threshold(graph: DependencyGraph, scores: dict[str, torch.Tensor], threshold: float, *,
-                         min_width: int = 1, round_to: int = 1) -> dict[str, int]:
+                         min_width: int = 1, round_to: int = 1, min_widths: dict[str, int] | None = None,
+                         skip: tuple[str, ...] | set[str] = ()) -> dict[str, int]:
     """Units whose normalised score lies below ``threshold``, per group.
 
     Raises:
         PruningTargetError: the threshold would remove every neuron of a group.
     """
     counts = {}
+    min_widths = min_widths or {}
     for group in graph.groups:
+        if group.name in skip:
+            counts[group.name] = 0
+            continue
         normalised = normalise(scores[group.name])
         below = int((normalised[torch.from_numpy(group.prunable)] < threshold).sum())
         if below == group.size:
             raise PruningTargetError(
                 f"threshold {threshold} would remove every neuron of layer {group.name!r} (normalised scores lie in "
                 "[0, 1], the layer's best neuron scores 1); use a threshold of at most 1")
-        keep = _kept_after_rounding(group.size, group.size - below, min_width, round_to)
+        keep = _kept_after_rounding(group.size, group.size - below, min_widths.get(group.name, min_width), round_to)
         counts[group.name] = group.size - keep
     return counts
 

@@ -224,7 +224,6 @@ class AttentionHandler(ModuleHandler):
 
     def mask(self, module, axis, removed):
         module.out_proj.weight.data[:, _head_rows(removed, module.head_dim)] = 0
-        return []
 
     def prune(self, module, keep):
         heads = keep["heads"]

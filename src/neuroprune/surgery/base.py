@@ -84,12 +84,15 @@ class ModuleHandler:
         """Activations seen at each axis during a forward call: ``{axis: (tensor, channel_dim)}``."""
         return {}
 
-    def mask(self, module: nn.Module, axis: str, removed: torch.Tensor) -> list[Any]:
-        """Make ``module`` behave as if positions ``removed`` of ``axis`` were gone, in place.
+    def mask(self, module: nn.Module, axis: str, removed: torch.Tensor) -> None:
+        """Zero the weights that make positions ``removed`` of ``axis`` matter, in place.
 
-        Returns hook handles to remove when the mask is lifted (parameters are restored by the
-        caller from its snapshot).
+        Idempotent (masks are re-applied after optimizer steps); the caller restores the
+        parameters from its snapshot when the mask is lifted.
         """
+
+    def mask_hooks(self, module: nn.Module, axis: str, removed: torch.Tensor) -> list[Any]:
+        """Forward hooks that emulate the smaller layer where zeroing weights is not enough."""
         return []
 
     def prune(self, module: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:

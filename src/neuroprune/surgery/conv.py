@@ -100,14 +100,14 @@ class ConvHandler(ModuleHandler):
 
     def mask(self, module, axis, removed):
         if axis != "in":
-            return []
+            return
         kind = conv_kind(module)
         if kind == "standard":
             module.weight.data[:, removed] = 0
         elif kind == "grouped":
             per_group = module.in_channels // module.groups
             module.weight.data[:, torch.unique(removed % per_group)] = 0
-        return []  # depthwise: the channel's consumers downstream are masked instead
+        # depthwise: the channel's consumers downstream are masked instead
 
     def prune(self, module, keep):
         kind = conv_kind(module)

@@ -54,7 +54,6 @@ class LinearHandler(ModuleHandler):
     def mask(self, module, axis, removed):
         if axis == "in":
             module.weight.data[:, removed] = 0
-        return []
 
     def prune(self, module, keep):
         if "out" in keep:

@@ -39,6 +39,7 @@ class MaskHandle:
     def __init__(self, model: nn.Module, keep: Keep):
         self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._hooks: list = []
+        self._masked: list[tuple[nn.Module, str, torch.Tensor]] = []
         modules = {path: model.get_submodule(path) for path in keep}
         for module in modules.values():
             for tensor in list(module.parameters()) + list(module.buffers()):
@@ -51,13 +52,20 @@ class MaskHandle:
                 for axis, kept in axes.items():
                     if axis not in sizes:
                         raise PlanError(f"{path}: no axis {axis!r}; axes: {', '.join(sizes)}")
-                    removed = _removed(sizes[axis], kept)
+                    removed = _removed(sizes[axis], kept).to(_device_of(module))
                     if len(removed):
-                        with torch.no_grad():
-                            self._hooks += handler.mask(module, axis, removed.to(_device_of(module)))
+                        self._masked.append((module, axis, removed))
+                        self._hooks += handler.mask_hooks(module, axis, removed)
+            self.reapply()
         except Exception:
             self.remove()
             raise
+
+    def reapply(self) -> None:
+        """Zero the masked weights again (call after an optimizer step during masked training)."""
+        with torch.no_grad():
+            for module, axis, removed in self._masked:
+                handler_for(module).mask(module, axis, removed)
 
     def remove(self) -> None:
         """Restore every snapshotted tensor exactly and drop the hooks."""
@@ -66,13 +74,13 @@ class MaskHandle:
                 tensor.copy_(saved)
         for hook in self._hooks:
             hook.remove()
-        self._snapshot, self._hooks = [], []
+        self._snapshot, self._hooks, self._masked = [], [], []
 
     def commit(self) -> None:
         """Keep the masked (and possibly re-fitted) weights; drop hooks and snapshot."""
         for hook in self._hooks:
             hook.remove()
-        self._snapshot, self._hooks = [], []
+        self._snapshot, self._hooks, self._masked = [], [], []
 
     def __enter__(self) -> MaskHandle:
         return self

@@ -80,7 +80,7 @@ class LayerNormHandler(ModuleHandler):
             ctx.bind_axis(call.path, "features", flows[x.dim() - 1])
         return flows
 
-    def mask(self, module, axis, removed):
+    def mask_hooks(self, module, axis, removed):
         keep = torch.ones(module.normalized_shape[0], dtype=torch.bool)
         keep[removed] = False
         keep_index = torch.nonzero(keep).flatten()

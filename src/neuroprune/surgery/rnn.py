@@ -132,14 +132,13 @@ class RecurrentHandler(ModuleHandler):
             for layer, suffix in _layers(module):
                 if layer == 0:
                     getattr(module, f"weight_ih_l0{suffix}").data[:, removed] = 0
-            return []
+            return
         rows = _gate_rows(_gates(module), module.hidden_size, removed)
         for layer, suffix in _layers(module):
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 tensor = getattr(module, f"{kind}_l{layer}{suffix}", None)
                 if tensor is not None:
                     tensor.data[rows] = 0
-        return []
 
     def prune(self, module, keep):
         gates, hidden = _gates(module), module.hidden_size
