@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import os
 import platform
 import statistics
@@ -244,6 +245,8 @@ def targets(rows: list[Row], dense: Row, ln_info: dict | None) -> list[str]:
                + "; 50 % no recovery: " + ", ".join(f"{k} {v}" for k, v in TP_REFERENCE["b"].items()) + ".")
     for key in ("a", "b"):
         tp_rows = pick("torch-pruning", key)
+        if not tp_rows:
+            continue
         npr_rows = {r.criterion: r for r in pick("neuroprune", key)}
         parts = []
         for r in tp_rows:
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default 5)")
     parser.add_argument("--quick", action="store_true", help="2 seeds")
-    parser.add_argument("--out", default="benchmarks/results/digits_mlp.md", help="Markdown output file")
+    parser.add_argument("--out", default="benchmarks/results/digits_mlp.md",
+                        help="Markdown output file; per-seed numbers go next to it as .json ('' = none)")
     parser.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning (e.g. when not installed)")
     args = parser.parse_args(argv)
     seeds = list(range(2 if args.quick else args.seeds))
@@ -380,7 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as handle:
             handle.write(text)
-        print(f"written to {args.out}", file=sys.stderr)
+        raw = os.path.splitext(args.out)[0] + ".json"
+        with open(raw, "w", encoding="utf-8") as handle:
+            json.dump({"seeds": seeds, "threads": torch.get_num_threads(), "rows": [
+                {"method": r.method, "criterion": r.criterion,
+                 "setting": CONTEXT_SETTINGS.get(r.setting) or SETTINGS[r.setting],
+                 "test_accuracy_per_seed": r.accs, "hidden_widths": sorted(r.widths), "params": sorted(r.params)}
+                for r in rows]}, handle, indent=1)
+        print(f"written to {args.out} and {raw} (per-seed accuracies)", file=sys.stderr)
     return 0
 
 

@@ -167,7 +167,7 @@ def plot_sensitivity(report: dict[str, Any]) -> Figure | None:
     if report.get("reference_val") is not None:
         ax.axhline(report["reference_val"], color="black", linestyle="--", linewidth=0.8,
                    label="reference")
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     if _all_fractions(line.get_ydata() for line in ax.lines):
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("fraction of the layer removed")
@@ -326,7 +326,7 @@ def _draw_histogram(ax: Any, values: Any, title: str) -> None:
         ax.set_yticks([])
         return
     bins = min(30, max(5, math.ceil(math.sqrt(finite.size))))
-    ax.hist(finite, bins=bins, color=_AFTER_COLOR)
+    ax.hist(finite, bins=bins, color=_AFTER_COLOR, edgecolor="white", linewidth=0.5)
     ax.set_ylabel("neurons", fontsize=7)
 
 
