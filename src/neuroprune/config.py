@@ -42,6 +42,8 @@ class PruneConfig:
     round_to: int = field(default=1, metadata={"help": "keep widths at multiples of this"})
     finetune_epochs: int = field(default=0, metadata={"help": "epochs of fine-tuning after every accepted step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (Adam)"})
+    distill_weight: float = field(default=0.0, metadata={"help": "fine-tune against the unpruned model's outputs, in [0, 1]"})
+    distill_temperature: float = field(default=4.0, metadata={"help": "softening temperature of the distillation"})
     reconstruct: bool = field(default=False, metadata={"help": "least-squares re-fit of layers reading pruned neurons"})
     activation_threshold: float = field(default=0.0, metadata={"help": "a neuron counts as active above this value"})
     ignore: tuple[str, ...] = field(default=(), metadata={"help": "module paths to leave unpruned"})
@@ -79,6 +81,10 @@ class PruneConfig:
             p.append(f"tolerance must be a finite number >= 0, got {self.tolerance}")
         if not (_is_number(self.learning_rate) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
             p.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (_is_number(self.distill_weight) and 0 <= self.distill_weight <= 1):
+            p.append(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
+        if not (_is_number(self.distill_temperature) and self.distill_temperature > 0):
+            p.append(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if not (_is_number(self.activation_threshold) and math.isfinite(self.activation_threshold)):
             p.append(f"activation_threshold must be finite, got {self.activation_threshold}")
         for policy in self.layers:

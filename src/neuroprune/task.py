@@ -33,6 +33,22 @@ class Task(Protocol):
     def calibration_batches(self) -> list[Any]: ...
     def train_batches(self, epoch: int) -> Iterable[Any]: ...
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+    def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                          weight: float, temperature: float = 4.0) -> torch.Tensor:
+        """Cross-entropy blended with the KL divergence to ``teacher``'s softened predictions.
+
+        ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015).
+        """
+        x, y = batch
+        inputs = self._inputs(x)
+        logits = model(inputs).float()
+        with torch.no_grad():
+            target = teacher(inputs).float()
+        hard = F.cross_entropy(logits, y.to(logits.device))
+        soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.softmax(target / temperature, dim=-1),
+                        reduction="batchmean") * temperature**2
+        return (1 - weight) * hard + weight * soft
+
     def evaluate(self, model: nn.Module, split: str) -> float: ...
 
 
@@ -95,6 +111,22 @@ class ClassificationTask:
         x, y = batch
         logits = model(self._inputs(x))
         return F.cross_entropy(logits.float(), y.to(logits.device))
+
+    def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                          weight: float, temperature: float = 4.0) -> torch.Tensor:
+        """Cross-entropy blended with the KL divergence to ``teacher``'s softened predictions.
+
+        ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015).
+        """
+        x, y = batch
+        inputs = self._inputs(x)
+        logits = model(inputs).float()
+        with torch.no_grad():
+            target = teacher(inputs).float()
+        hard = F.cross_entropy(logits, y.to(logits.device))
+        soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.softmax(target / temperature, dim=-1),
+                        reduction="batchmean") * temperature**2
+        return (1 - weight) * hard + weight * soft
 
     def evaluate(self, model: nn.Module, split: str) -> float:
         """Accuracy on ``"val"`` or ``"test"`` (eval mode; the model's mode is restored)."""

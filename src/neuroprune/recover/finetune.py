@@ -20,11 +20,17 @@ from ..errors import NonFiniteError
 
 
 def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3, progress: bool = True,
-             desc: str = "fine-tuning") -> list[float]:
+             desc: str = "fine-tuning", teacher: nn.Module | None = None, distill_weight: float = 0.0,
+             temperature: float = 4.0) -> list[float]:
     """Train ``model`` in place for ``epochs`` epochs; returns the mean loss of every epoch.
 
-    The model is left in eval mode.
+    With a ``teacher`` (the unpruned model) and ``distill_weight`` > 0, the task's
+    ``distillation_loss`` blends its own loss with matching the teacher. The model is left in
+    eval mode.
     """
+    distill = teacher is not None and distill_weight > 0
+    if distill:
+        teacher.eval()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if epochs <= 0 or not trainable:
         return []
@@ -36,7 +42,10 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
         for epoch in bar:
             total, count = 0.0, 0
             for batch in task.train_batches(epoch):
-                loss = task.loss(model, batch)
+                if distill:
+                    loss = task.distillation_loss(model, teacher, batch, distill_weight, temperature)
+                else:
+                    loss = task.loss(model, batch)
                 if not bool(torch.isfinite(loss)):
                     raise NonFiniteError(f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}; "
                                          "lower the learning rate")
