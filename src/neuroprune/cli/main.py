@@ -10,13 +10,15 @@ import argparse
 import sys
 
 from ..errors import NeuropruneError
-from . import criteria, demo, prune
+from . import criteria, demo, prune, sensitivity, train_prune
 
 EPILOG = """\
 examples:
   neuroprune demo                                   # the built-in default, under a minute
   neuroprune prune --model zoo:mlp --data digits --ratio 0.5 --out pruned
   neuroprune prune --model net.py:build --weights w.safetensors --data npz:mnist.npz --criterion taylor
+  neuroprune sensitivity --model zoo:lenet5 --plot sens.png
+  neuroprune train-prune --model zoo:mlp --ratio 0.75 --epochs 30
   neuroprune criteria                               # what each criterion measures
 """
 
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neuroprune", description="Importance-based structured pruning: physically smaller, faster models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, prune, criteria):
+    for module in (demo, prune, sensitivity, train_prune, criteria):
         module.register(subparsers)
     return parser
 

@@ -1,0 +1,65 @@
+"""``neuroprune sensitivity``: how much each layer suffers as its neurons are removed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import PruneConfig
+from ..errors import ConfigError
+from ..recover.finetune import finetune
+from ..report.plots import figure_png, plot_sensitivity
+from ..sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
+from ..task import ClassificationTask
+from .common import add_data_arguments, build_from_spec, load_data_for, prepare_weights, print_err, seed_everything
+
+EXAMPLES = """\
+examples:
+  neuroprune sensitivity --model zoo:lenet5 --train-epochs 10 --plot sens.png
+  neuroprune sensitivity --model net.py:build --weights w.safetensors --data npz:mnist.npz --ratios 0.25,0.5,0.75 --json sens.json
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("sensitivity", help="quality per layer vs fraction of neurons removed",
+                                   description="Mask the lowest-scored neurons of one layer at a time and measure the "
+                                               "validation metric.", epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="zoo:NAME or path/to/file.py:build_fn")
+    parser.add_argument("--weights", help="trained weights: .safetensors or a saved state_dict")
+    parser.add_argument("--allow-pickle", action="store_true")
+    parser.add_argument("--train-epochs", type=int, help="train first (default: 30 without --weights, else 0)")
+    parser.add_argument("--criterion", default="magnitude")
+    parser.add_argument("--ratios", default=",".join(str(r) for r in DEFAULT_RATIOS), help="comma-separated fractions")
+    parser.add_argument("--json", metavar="PATH", help="write the curves as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write the curves as a PNG")
+    parser.add_argument("--quiet", action="store_true")
+    add_data_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ratios = tuple(float(r) for r in args.ratios.split(","))
+    except ValueError as error:
+        raise ConfigError([f"--ratios must be comma-separated numbers, got {args.ratios!r}"]) from error
+    config = PruneConfig(criterion=args.criterion, progress=not args.quiet, seed=args.seed)
+    seed_everything(args.seed)
+    data = load_data_for(args.model, args)
+    model = build_from_spec(args.model, data)
+    prepare_weights(model, args.weights, args.allow_pickle)
+    task = ClassificationTask(data, batch_size=args.batch_size, calibration_samples=args.calibration_samples, seed=args.seed)
+    epochs = args.train_epochs if args.train_epochs is not None else (0 if args.weights else 30)
+    if epochs:
+        print_err(f"training {args.model} for {epochs} epochs on {data.name}")
+        task.bind(model)
+        finetune(model, task, epochs=epochs, progress=config.progress, desc="training")
+    result = analyse_sensitivity(model, task, config, ratios=ratios, progress=config.progress)
+    print(format_sensitivity(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    if args.plot:
+        with open(args.plot, "wb") as handle:
+            handle.write(figure_png(plot_sensitivity({"sensitivity": result["layers"], "metric": result["metric"]})))
+    return 0
