@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 import base64
 import html
 import os
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .plots import figure_png, make_figures
+from ..atomic import write_atomic
+from .plots import FIGURE_FILES, figure_png, make_figures
 
 # The cell formatting of the text table, so both renderings show the same values.
-from .table import (_config_value, _format_bytes, _format_count, _format_flops, _format_fraction,
-                    _format_metric, _format_ms, _latency_keys, _metric_cells, _ratio, _side)
+from .formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
+                         format_ms, latency_keys, metric_cells, ratio, side)
 
 _CSS = """
 :root { color-scheme: light; }
@@ -81,7 +80,7 @@ def render_html(report: dict[str, Any]) -> str:
         >>> "4.00x smaller" in page and 'class="rolled-back"' in page
         True
     """
-    before, after = _side(report, "before"), _side(report, "after")
+    before, after = side(report, "before"), side(report, "after")
     metric = str(report.get("metric") or "accuracy")
     images = {name: _image(name, fig, report) for name, fig in make_figures(report).items()}
     sections = [
@@ -106,6 +105,14 @@ def render_html(report: dict[str, Any]) -> str:
     ])
 
 
+def report_files(report: dict[str, Any]) -> dict[str, bytes | str]:
+    """``report.html`` and ``figures/<name>.png`` contents, for saving beside ``report.json``."""
+    files: dict[str, bytes | str] = {"report.html": render_html(report)}
+    for name, fig in make_figures(report).items():
+        files[f"figures/{FIGURE_FILES[name]}"] = figure_png(fig)
+    return files
+
+
 def write_html(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Render the report and write it to ``path`` as UTF-8, atomically.
 
@@ -120,18 +127,7 @@ def write_html(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
         >>> target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
         True
     """
-    path = Path(path)
-    text = render_html(report)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, render_html(report))
 
 
 def _lead(report: dict[str, Any], metric: str) -> str:
@@ -141,28 +137,28 @@ def _lead(report: dict[str, Any], metric: str) -> str:
     if config.get("criterion") is not None:
         facts.insert(0, f"criterion: {config['criterion']}")
     if config.get("ratio") is not None:
-        facts.insert(1, f"target ratio: {_config_value(config['ratio'])}")
+        facts.insert(1, f"target ratio: {config_value(config['ratio'])}")
     elif config.get("threshold") is not None:
-        facts.insert(1, f"threshold: {_config_value(config['threshold'])}")
+        facts.insert(1, f"threshold: {config_value(config['threshold'])}")
     return f"<p class=\"lead\">{_e(' | '.join(facts))}</p>\n"
 
 
 def _summary_table(before: dict[str, Any], after: dict[str, Any], metric: str) -> str:
     """The before/after/change table, with the same cells as the text report."""
     rows = [
-        ["parameters", _format_count(before["params"]), _format_count(after["params"]),
-         _ratio(before["params"], after["params"], "smaller", "larger", 2)],
-        ["FLOPs", _format_flops(before["flops"]), _format_flops(after["flops"]),
-         _ratio(before["flops"], after["flops"], "fewer", "more", 2)],
-        ["size", _format_bytes(before["size_bytes"]), _format_bytes(after["size_bytes"]),
-         _ratio(before["size_bytes"], after["size_bytes"], "smaller", "larger", 2)],
-        [metric, *_metric_cells(before["accuracy"], after["accuracy"])],
+        ["parameters", format_count(before["params"]), format_count(after["params"]),
+         ratio(before["params"], after["params"], "smaller", "larger", 2)],
+        ["FLOPs", format_flops(before["flops"]), format_flops(after["flops"]),
+         ratio(before["flops"], after["flops"], "fewer", "more", 2)],
+        ["size", format_bytes(before["size_bytes"]), format_bytes(after["size_bytes"]),
+         ratio(before["size_bytes"], after["size_bytes"], "smaller", "larger", 2)],
+        [metric, *metric_cells(before["accuracy"], after["accuracy"])],
     ]
     latency_before, latency_after = before["latency_ms"], after["latency_ms"]
-    for key in _latency_keys(latency_before, latency_after):
+    for key in latency_keys(latency_before, latency_after):
         ms_before, ms_after = latency_before.get(key), latency_after.get(key)
-        rows.append([f"latency {key.replace('_', ' ')}", _format_ms(ms_before), _format_ms(ms_after),
-                     _ratio(ms_before, ms_after, "faster", "slower", 1)])
+        rows.append([f"latency {key.replace('_', ' ')}", format_ms(ms_before), format_ms(ms_after),
+                     ratio(ms_before, ms_after, "faster", "slower", 1)])
     return _table(["", "before", "after", "change"], rows, "lrrl")
 
 
@@ -175,7 +171,7 @@ def _layers_table(layers: Sequence[dict[str, Any]]) -> str:
         width_before, width_after = layer["width_before"], layer["width_after"]
         kept = width_after / width_before if width_before else None
         rows.append([str(layer["name"]), str(width_before), str(width_after),
-                     _format_fraction(kept), _bar(kept)])
+                     format_fraction(kept), _bar(kept)])
     return _table(["layer", "before", "after", "kept", ""], rows, "lrrrl")
 
 
@@ -191,10 +187,10 @@ def _steps_lead(report: dict[str, Any], metric: str) -> str:
     """The reference validation metric and the tolerance each attempt was held to."""
     facts = []
     if report.get("reference_val") is not None:
-        facts.append(f"validation {metric} of the unpruned model: {_format_metric(report['reference_val'])}")
+        facts.append(f"validation {metric} of the unpruned model: {format_metric(report['reference_val'])}")
     tolerance = (report.get("config") or {}).get("tolerance")
     if tolerance is not None:
-        facts.append(f"largest accepted drop: {_config_value(tolerance)}")
+        facts.append(f"largest accepted drop: {config_value(tolerance)}")
     return f"<p>{_e('; '.join(facts))}.</p>\n" if facts else ""
 
 
@@ -208,9 +204,9 @@ def _steps_table(steps: Sequence[dict[str, Any]], metric: str) -> str:
         rows.append([
             str(step.get("step", "")),
             str(step.get("attempt", "")),
-            _format_fraction(step.get("target_ratio")),
-            _format_count(step.get("removed")),
-            _format_metric(step.get("accuracy")),
+            format_fraction(step.get("target_ratio")),
+            format_count(step.get("removed")),
+            format_metric(step.get("accuracy")),
             _Raw(f"<td class=\"result\">{'accepted' if accepted else 'rolled back'}</td>"),
             str(step.get("reason", "")),
         ])
@@ -221,7 +217,7 @@ def _steps_table(steps: Sequence[dict[str, Any]], metric: str) -> str:
 
 def _config_table(config: dict[str, Any]) -> str:
     """One row per config entry, values rendered as in the text report."""
-    rows = [[str(key), _config_value(value)] for key, value in config.items()]
+    rows = [[str(key), config_value(value)] for key, value in config.items()]
     return _table(["setting", "value"], rows, "lc")
 
 

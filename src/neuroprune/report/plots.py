@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
+
+from ..atomic import write_atomic
 
 #: File name of each figure that :func:`save_figures` writes, in the order it writes them.
 FIGURE_FILES = {
@@ -267,7 +268,7 @@ def save_figures(report: dict[str, Any], folder: str | os.PathLike[str]) -> list
     paths = []
     for name, fig in make_figures(report).items():
         path = folder / FIGURE_FILES[name]
-        _write_bytes_atomic(path, figure_png(fig))
+        write_atomic(path, figure_png(fig))
         paths.append(path)
     return paths
 
@@ -348,15 +349,3 @@ def _text(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then move it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from ..atomic import write_atomic
 
 
 def write_scores_csv(
@@ -65,7 +66,7 @@ def write_scores_csv(
             cells = [_score_cell(columns[c].get(layer), neuron) for c in criteria]
             decision = "removed" if neuron in decisions.get(layer, ()) else "kept"
             writer.writerow([layer, neuron, *cells, decision])
-    _write_text_atomic(Path(path), buffer.getvalue())
+    write_atomic(Path(path), buffer.getvalue())
 
 
 def _layer_sizes(columns: dict[str, dict[str, list[float]]]) -> dict[str, int]:
@@ -103,15 +104,3 @@ def _score_cell(values: list[float] | None, neuron: int) -> str:
     return "" if values is None else repr(values[neuron])
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to a temporary file next to ``path``, then move it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
