@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..errors import NeuropruneError
-from . import criteria, demo, prune, sensitivity, train_prune
+from . import criteria, demo, export, prune, sensitivity, train_prune
 
 EPILOG = """\
 examples:
@@ -19,6 +19,7 @@ examples:
   neuroprune prune --model net.py:build --weights w.safetensors --data npz:mnist.npz --criterion taylor
   neuroprune sensitivity --model zoo:lenet5 --plot sens.png
   neuroprune train-prune --model zoo:mlp --ratio 0.75 --epochs 30
+  neuroprune export exported --from pruned --model zoo:mlp   # model.onnx, checked with onnxruntime
   neuroprune criteria                               # what each criterion measures
 """
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neuroprune", description="Importance-based structured pruning: physically smaller, faster models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, prune, sensitivity, train_prune, criteria):
+    for module in (demo, prune, sensitivity, train_prune, criteria, export):
         module.register(subparsers)
     return parser
 

@@ -1,0 +1,61 @@
+"""``neuroprune export``: write a pruned folder as ONNX, TorchScript or a ``torch.export`` program."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..export import FORMATS, export_folder
+
+EXAMPLES = """\
+examples:
+  # ONNX with a dynamic batch axis, checked against PyTorch with onnxruntime
+  neuroprune export exported --from pruned-mlp --model zoo:mlp
+
+  # a model of your own: give the input shape (batch first)
+  neuroprune export exported --from small-net --model my_net.py:build --input-shape 1,3,32,32 --opset 17
+
+  # TorchScript (model.pt) or a torch.export program (model.pt2)
+  neuroprune export exported --from pruned-lenet --model zoo:lenet5 --format program --overwrite
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a pruned folder to ONNX / TorchScript / torch.export",
+        description="Rebuild a saved pruned model, export it with a dynamic batch axis and check the file against "
+                    "the PyTorch outputs at two batch sizes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write model.onnx / model.pt / model.pt2 into")
+    parser.add_argument("--from", dest="folder", required=True, metavar="FOLDER",
+                        help="the pruned folder (model.safetensors, plan.json) written by neuroprune prune")
+    parser.add_argument("--model", required=True,
+                        help="the ORIGINAL model the folder was pruned from: zoo:NAME or path/to/file.py:build_fn")
+    parser.add_argument("--format", default="onnx", choices=sorted(FORMATS),
+                        help="onnx -> model.onnx (default), torchscript -> model.pt, program -> model.pt2")
+    parser.add_argument("--input-shape", metavar="SHAPE",
+                        help="example input shape, batch first, e.g. 1,64 (default: samples of --data in the model's "
+                             "layout); a batch of 1 is raised to 2 unless --static-batch")
+    parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic axis")
+    parser.add_argument("--no-check", action="store_true", help="do not compare the file's outputs with PyTorch's")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="allowed relative difference (default 1e-4)")
+    parser.add_argument("--atol", type=float, default=1e-5, help="allowed absolute difference (default 1e-5)")
+    parser.add_argument("--data", default="digits", help="data the model was pruned on: digits | npz:PATH (sizes zoo "
+                                                         "models and gives example inputs)")
+    parser.add_argument("--layout", choices=["flat", "image", "sequence"], help="how samples are shaped for the model")
+    parser.add_argument("--image-size", type=int, help="side length images are resized to (image layout)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check = export_folder(
+        args.out_dir, args.folder, args.model, getattr(args, "format", "onnx"),
+        input_shape=getattr(args, "input_shape", None), opset=getattr(args, "opset", None),
+        overwrite=getattr(args, "overwrite", False), dynamic_batch=not getattr(args, "static_batch", False),
+        check=not getattr(args, "no_check", False), rtol=getattr(args, "rtol", 1e-4), atol=getattr(args, "atol", 1e-5),
+        data=getattr(args, "data", "digits"), layout=getattr(args, "layout", None),
+        image_size=getattr(args, "image_size", None), seed=getattr(args, "seed", 0))
+    print(check.summary())
+    return 0
