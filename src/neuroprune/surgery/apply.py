@@ -67,14 +67,19 @@ def apply_keep(model: nn.Module, keep: Keep, *, inplace: bool = False) -> nn.Mod
         inplace: modify ``model`` itself instead of returning a pruned copy.
     """
     validate_keep(model, keep)
-    work = copy.deepcopy(model)
-    for path, axes in keep.items():
-        module = work.get_submodule(path)
-        new = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
-        if new is not module:
-            set_submodule(work, path, new)
     if not inplace:
+        work = copy.deepcopy(model)
+        for path, axes in keep.items():
+            module = work.get_submodule(path)
+            new = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
+            if new is not module:
+                set_submodule(work, path, new)
         return work
-    for path in keep:
-        set_submodule(model, path, work.get_submodule(path))
+    # build every pruned layer from a copy first, so a failure leaves the model as it was
+    pruned = {}
+    for path, axes in keep.items():
+        module = copy.deepcopy(model.get_submodule(path))
+        pruned[path] = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
+    for path, module in pruned.items():
+        set_submodule(model, path, module)
     return model
