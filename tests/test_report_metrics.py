@@ -159,3 +159,12 @@ def test_measure_model_fields_and_to_dict():
 def test_measure_model_rejects_zero_batch_size():
     with pytest.raises(ValueError, match="0"):
         measure_model(nn.Linear(4, 4), lambda b: torch.randn(b, 4), batch_sizes=(1, 0))
+
+
+def test_attention_flops_are_counted_on_the_fused_fast_path_too():
+    attention = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    x = torch.randn(1, 5, 16)
+    flops = count_flops(attention, x)
+    linear_only = 2 * 5 * (16 * 48 + 16 * 16 + 16 * 32 + 32 * 16)  # qkv, out, ffn up, ffn down
+    assert flops > linear_only  # attention scores and weighted sums are included
+    assert torch.backends.mha.get_fastpath_enabled()

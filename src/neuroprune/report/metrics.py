@@ -73,7 +73,8 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
     Uses ``torch.utils.flop_counter.FlopCounterMode``, which counts FLOPs = 2 x MACs for
     matmul and convolution (bias additions, activations and norms are not counted). The
     pass runs under ``torch.no_grad()`` in eval mode; every module's train/eval mode is
-    restored afterwards.
+    restored afterwards. ``nn.MultiheadAttention``'s fused fast path, whose kernel the counter
+    does not see, is switched off while counting.
 
     Args:
         model: The model to run.
@@ -84,8 +85,13 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
         16384
     """
     counter = FlopCounterMode(display=False)
-    with _eval_mode(model), torch.no_grad(), counter:
-        _forward(model, example_input)
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with _eval_mode(model), torch.no_grad(), counter:
+            _forward(model, example_input)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
     return int(counter.get_total_flops())
 
 
