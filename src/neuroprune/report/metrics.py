@@ -25,6 +25,7 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -65,6 +66,22 @@ def count_parameters(model: nn.Module) -> int:
     """
     unique = {id(p): p for p in model.parameters()}
     return sum(p.numel() for p in unique.values())
+
+
+def _register_cpu_attention_flops() -> None:
+    """Teach the FLOP counter the CPU kernel of scaled_dot_product_attention (not registered
+    by torch), using torch's own formula for attention."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in flop_counter.flop_registry:
+        return
+
+    def cpu_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    flop_counter.register_flop_formula(op)(cpu_attention_flop)
+
+
+_register_cpu_attention_flops()
 
 
 def count_flops(model: nn.Module, example_input: Any) -> int:
