@@ -99,3 +99,75 @@ def test_criteria_lists_every_criterion(capsys):
     printed = capsys.readouterr().out
     for name in ("magnitude", "gradient", "taylor", "activation_frequency", "activation_mean", "seed", "rank", "random"):
         assert name in printed
+
+
+def test_config_file_budget_and_explain(tmp_path, capsys):
+    config = tmp_path / "prune.toml"
+    config.write_text('[prune]\ncriterion = "magnitude"\ntolerance = 1.0\nratio = 0.9\n\n[[layer]]\npattern = "fc2"\n'
+                      'min_width = 40\n')
+    out = tmp_path / "o"
+    code = run_cli("prune", "--model", "zoo:mlp", "--train-epochs", "3", "--config", str(config), "--target-flops", "0.5",
+                   "--explain", str(tmp_path / "scores.csv"), "--out", str(out), "--quiet", "--latency-runs", "1",
+                   "--json", str(tmp_path / "r.json"))
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert abs(report["after"]["flops"] / report["before"]["flops"] - 0.5) <= 0.01
+    widths = {layer["name"]: layer["width_after"] for layer in report["layers"]}
+    assert widths["fc2"] >= 40  # the file's layer policy holds under the budget
+    assert report["config"]["criterion"] == "magnitude" and "budget" in report and "sensitivity" in report
+    lines = (tmp_path / "scores.csv").read_text().splitlines()
+    assert lines[0].startswith("layer,neuron,") and len(lines) == 1 + 128 + 64
+    assert sum(line.endswith(",removed") for line in lines) == (128 - widths["fc1"]) + (64 - widths["fc2"])
+    assert (out / "report.html").exists() and (out / "figures" / "sensitivity.png").exists()
+
+
+def test_command_line_options_override_the_config_file(tmp_path):
+    config = tmp_path / "prune.toml"
+    config.write_text('[prune]\ncriterion = "magnitude"\nratio = 0.25\nsteps = 3\n')
+    code = run_cli("prune", "--model", "zoo:mlp", "--train-epochs", "0", "--config", str(config), "--steps", "1",
+                   "--tolerance", "1", "--quiet", "--latency-runs", "1", "--out", str(tmp_path / "o"),
+                   "--json", str(tmp_path / "r.json"))
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["config"]["steps"], report["config"]["ratio"], report["config"]["tolerance"]) == (1, 0.25, 1.0)
+
+
+def test_resume_from_the_command_line(tmp_path, monkeypatch):
+    import neuroprune.schedule as schedule
+
+    real = schedule._run_step
+    calls = []
+
+    def crash_on_second_step(work, step, *args, **kwargs):
+        calls.append(step)
+        if step == 2 and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(work, step, *args, **kwargs)
+
+    monkeypatch.setattr(schedule, "_run_step", crash_on_second_step)
+    argv = ["prune", "--model", "zoo:mlp", "--train-epochs", "2", "--criterion", "magnitude", "--steps", "3",
+            "--tolerance", "1", "--quiet", "--latency-runs", "1", "--out", str(tmp_path / "o")]
+    assert run_cli(*argv) == 130
+    assert (tmp_path / "o.checkpoint" / "state.json").exists() and not (tmp_path / "o").exists()
+    assert run_cli(*argv, "--resume") == 0
+    assert calls == [1, 2, 2, 3]  # step 1 was not redone
+    assert not (tmp_path / "o.checkpoint").exists() and (tmp_path / "o" / "model.safetensors").exists()
+    assert run_cli("prune", "--model", "zoo:mlp", "--resume", "--quiet", "--out", str(tmp_path / "p")) == 2
+
+
+def test_sensitivity_and_train_prune_commands(tmp_path, capsys):
+    assert run_cli("sensitivity", "--model", "zoo:mlp", "--train-epochs", "3", "--ratios", "0.5,0.9", "--quiet",
+                   "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")) == 0
+    assert "fc1" in capsys.readouterr().out
+    curves = json.loads((tmp_path / "s.json").read_text())
+    assert curves["layers"]["fc2"]["ratios"] == [0.5, 0.9]
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_cli("train-prune", "--model", "zoo:mlp", "--ratio", "0.5", "--epochs", "4", "--quiet",
+                   "--out", str(tmp_path / "t"), "--json", str(tmp_path / "t.json")) == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["layers"] == [{"name": "fc1", "width_before": 128, "width_after": 64},
+                                {"name": "fc2", "width_before": 64, "width_after": 32}]
+    from neuroprune import build_model
+    assert load(tmp_path / "t", lambda: build_model("mlp")).fc2.out_features == 32
+    assert run_cli("train-prune", "--model", "zoo:mlp", "--epochs", "4", "--start-epoch", "3", "--end-epoch", "2",
+                   "--out", str(tmp_path / "u")) == 2

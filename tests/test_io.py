@@ -23,7 +23,9 @@ def result():
 
 def test_saved_and_reloaded_equals_pruned(result, tmp_path):
     result.save(tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([MODEL_FILE, PLAN_FILE, REPORT_FILE])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([MODEL_FILE, PLAN_FILE, REPORT_FILE,
+                                                                         "report.html", "figures"])
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == ["steps.png", "widths.png"]
     reloaded = load(tmp_path / "out", BUILD).eval()
     x = torch.randn(11, 6)
     with torch.no_grad():

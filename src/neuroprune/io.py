@@ -84,7 +84,8 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
 
     Everything is written to a temporary sibling folder first and renamed into place, so an
     interrupted save leaves no half-written folder. An existing folder is refused unless
-    ``overwrite``. ``extra`` maps further file names to JSON-serialisable content.
+    ``overwrite``. ``extra`` maps further relative file names to content: bytes or text are
+    written as they are, anything else as JSON.
     """
     folder = Path(folder)
     if folder.exists() and not overwrite:
@@ -97,7 +98,14 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
         _write_json(staging / PLAN_FILE, plan.to_dict())
         _write_json(staging / REPORT_FILE, report or {})
         for name, content in (extra or {}).items():
-            _write_json(staging / name, content)
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            elif isinstance(content, str):
+                target.write_text(content)
+            else:
+                _write_json(target, content)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .adapters import adapter_for
+from .adapters import adapter_for, get_adapter
 from .config import PruneConfig
 from .errors import NoPrunableLayerError
 from .checkpoint import LoopState, checkpoint_exists, load_checkpoint, save_checkpoint
@@ -31,6 +31,7 @@ from .plan import PruningPlan
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
 from .policy import GroupSettings, resolve_policies
+from .report.html import report_files
 from .report.metrics import measure_model
 from .scoring import ScoringInput, get_criterion, score
 from .scoring.registry import Needs
@@ -48,9 +49,14 @@ class PruneResult:
     plan: PruningPlan
     report: dict[str, Any]
 
-    def save(self, folder, *, overwrite: bool = False) -> None:
-        """Write the model, plan and report to ``folder`` (see :func:`neuroprune.io.save`)."""
-        save(folder, self.model, self.plan, self.report, overwrite=overwrite)
+    def save(self, folder, *, overwrite: bool = False, html: bool = True) -> None:
+        """Write the model, plan and report to ``folder`` (see :func:`neuroprune.io.save`), with
+        ``report.html`` and the report's figures as PNGs unless ``html=False``."""
+        extra_files = getattr(get_adapter(self.plan.adapter), "extra_files", None)  # e.g. the hf config.json
+        extra = dict(extra_files(self.model)) if extra_files else {}
+        if html:
+            extra.update(report_files(self.report))
+        save(folder, self.model, self.plan, self.report, overwrite=overwrite, extra=extra)
 
 
 def _criterion_options(config: PruneConfig, name: str) -> dict[str, Any]:
@@ -104,7 +110,7 @@ def _no_prunable_message(graph: DependencyGraph) -> str:
 
 
 def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
-              example: Any, settings: dict[str, GroupSettings]) -> nn.Module:
+              example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None) -> nn.Module:
     """One step: score, select, then mask-validate-accept or roll back and retry with half."""
     graph = adapter.discover(work, example, ignore=config.ignore)
     fraction = step / config.steps
@@ -119,11 +125,13 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
             state.steps.append({**record, "accuracy": None, "accepted": False, "reason": "nothing to remove"})
             return work
         keep = graph.keep_indices(removal)
-        teacher = copy.deepcopy(work) if config.reconstruct else None
+        before_step = copy.deepcopy(work) if config.reconstruct else None
         handle = apply_masks(work, keep)
         try:
-            if teacher is not None:
-                reconstruct(work, teacher, keep, task.calibration_batches(), task.loss, progress=config.progress)
+            if before_step is not None:
+                sums = adapter.residual_sums(work) if hasattr(adapter, "residual_sums") else None  # hf adapter
+                reconstruct(work, before_step, keep, task.calibration_batches(), task.loss, progress=config.progress,
+                            token_mask=getattr(task, "token_mask", None), residual_sums=sums)
             metric = task.evaluate(work, "val")
         except BaseException:
             handle.remove()
@@ -135,12 +143,17 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
                             "reason": f"validation drop {drop:+.4f} {verdict} tolerance {config.tolerance}"})
         if accepted:
             handle.commit()
-            work = apply_keep(work, keep)
+            work = apply_keep(work, keep, inplace=True)  # work is the loop's own copy
             adapter.after_surgery(work)
             state.plan = state.plan.compose(keep, graph.module_types, graph.axis_sizes)
             if config.finetune_epochs:
-                finetune(work, task, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
-                         progress=config.progress, desc=f"fine-tuning step {step}")
+                options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate,
+                               progress=config.progress, desc=f"fine-tuning step {step}")
+                if hasattr(task, "finetune"):  # a task may bring its own recovery (TextTask: distillation)
+                    task.finetune(work, **options)
+                else:
+                    finetune(work, task, **options, teacher=teacher, distill_weight=config.distill_weight,
+                             temperature=config.distill_temperature)
             return work
         handle.remove()
         counts = {name: n // 2 for name, n in counts.items()}
@@ -179,8 +192,9 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
     if state is None:
         state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
                           {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
+    teacher = copy.deepcopy(model).eval() if config.distill_weight > 0 and config.finetune_epochs else None
     for step in range(state.step + 1, config.steps + 1):
-        work = _run_step(work, step, state, task, config, adapter, example, settings)
+        work = _run_step(work, step, state, task, config, adapter, example, settings, teacher)
         state.step = step
         if checkpoint is not None:
             save_checkpoint(checkpoint, work, state, config)

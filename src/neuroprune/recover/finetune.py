@@ -34,6 +34,13 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     trainable = [p for p in model.parameters() if p.requires_grad]
     if epochs <= 0 or not trainable:
         return []
+    if any(p.dtype == torch.float16 for p in trainable):
+        model.float()
+        try:
+            return finetune(model, task, epochs=epochs, learning_rate=learning_rate, progress=progress, desc=desc,
+                            teacher=teacher, distill_weight=distill_weight, temperature=temperature)
+        finally:
+            model.half()
     optimizer = torch.optim.Adam(trainable, lr=learning_rate)
     history = []
     model.train()

@@ -121,6 +121,7 @@ def write_html(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
         >>> side = {"params": 1, "flops": 0, "size_bytes": 4, "accuracy": None, "latency_ms": {}}
         >>> target = Path(tempfile.mkdtemp()) / "report.html"
         >>> write_html({"before": side, "after": side}, target)

@@ -69,6 +69,7 @@ def write_report_json(report: dict[str, Any], path: str | os.PathLike[str]) -> N
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
         >>> target = Path(tempfile.mkdtemp()) / "report.json"
         >>> write_report_json({"metric": "accuracy"}, target)
         >>> read_report_json(target)
@@ -85,6 +86,7 @@ def read_report_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
         >>> target = Path(tempfile.mkdtemp()) / "report.json"
         >>> write_report_json({"steps": []}, target)
         >>> read_report_json(target)["steps"]

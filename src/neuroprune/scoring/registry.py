@@ -16,9 +16,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, NonFiniteError, UnknownNameError
+from ..errors import ConfigError, NeuropruneError, NonFiniteError, UnknownNameError
 from ..graph.groups import DependencyGraph
 from ..stats import Statistics
+
+
+class NoSignalError(NeuropruneError, ValueError):
+    """A criterion gave every neuron of a group the same score, so it cannot rank them."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,11 @@ def criterion_names() -> list[str]:
 
 
 def score(data: ScoringInput, name: str, options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """Scores of every group under criterion ``name``; refuses non-finite scores.
+    """Scores of every group under criterion ``name``.
+
+    Raises :class:`NonFiniteError` for NaN or infinite scores and :class:`NoSignalError` when a
+    criterion gives all prunable neurons of a group (two or more) the same score, e.g. Taylor
+    scores that are all zero: the selection would otherwise remove neurons by index order.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -101,4 +109,22 @@ def score(data: ScoringInput, name: str, options: dict[str, Any] | None = None) 
     for group, values in scores.items():
         if not bool(torch.isfinite(values).all()):
             raise NonFiniteError(f"criterion {name!r} gave non-finite scores for group {group!r}")
+        _check_signal(data, name, options, group, values)
     return scores
+
+
+def _check_signal(data: ScoringInput, name: str, options: dict[str, Any], group: str, values: torch.Tensor) -> None:
+    """Refuse scores that are equal for all prunable units of a group (they would prune by index)."""
+    prunable = values
+    for candidate in data.graph.groups:
+        if candidate.name == group:
+            prunable = values[torch.from_numpy(candidate.prunable)]
+            break
+    if prunable.numel() < 2 or bool(prunable.max() > prunable.min()):
+        return
+    hint = ("the loss gives no gradient there (e.g. a distillation loss that is zero on the unpruned model, or "
+            "layers the loss does not depend on)" if get_criterion(name).needs(options).gradients else
+            "every neuron looks the same to it (e.g. all active, or identical weights)")
+    raise NoSignalError(f"criterion {name!r} gives all {prunable.numel()} neurons of group {group!r} the same score "
+                        f"({float(prunable[0]):.4g}), so it cannot rank them and pruning would go by index order; "
+                        f"{hint}. Choose another criterion: {', '.join(criterion_names())}")

@@ -6,7 +6,9 @@ Example:
     >>> g = torch.tensor([[0.4, 0.1, 0.2], [0.05, 0.3, 0.1]])
     >>> f = torch.tensor([[10.0, 5, 7], [5, 10, 8]])
     >>> seed_formula(w, g, f)
-    tensor([2.5312, 3.3111])
+    tensor([2.5312, 2.1444])
+
+The write-up prints 2.98 / 0.9 = 3.3111 for neuron j; its own inputs give 1.93 / 0.9 = 2.1444.
 """
 
 from __future__ import annotations
