@@ -6,7 +6,9 @@ One run, same seeds, same trained dense models, same budgets for every method:
 * (a) 75 % of the hidden neurons removed in one shot, then 5 epochs of fine-tuning;
 * (b) 50 % removed, no recovery at all;
 * (c) 50 % removed, retrain-free least-squares reconstruction (neuroprune only);
-* Torch-Pruning ``MetaPruner`` with magnitude (L2, L1), Taylor and random importance, for (a), (b);
+* (k) 75 % removed, then 5 epochs of fine-tuning with knowledge distillation from the dense model;
+* (r) neuroprune's recipe: 75 % removed, reconstruction, then the 5 epochs of (k) (neuroprune only);
+* Torch-Pruning ``MetaPruner`` with magnitude (L2, L1), Taylor and random importance, for (a), (b), (k);
 * ``torch.nn.utils.prune.ln_structured`` (masks) for (a), to show that masks do not shrink a model;
 * a 32/16 MLP trained from scratch as a capacity reference for (a).
 
@@ -44,12 +46,18 @@ from neuroprune.zoo import build_model
 DENSE_EPOCHS = 30
 FINETUNE_EPOCHS = 5
 LEARNING_RATE = 1e-3
+KD_LEARNING_RATE, KD_WEIGHT = 3e-3, 0.7  # the recipe's fine-tuning: Adam lr, weight of the KL term (T = 4)
 HIGH, LOW = 0.75, 0.50
 SETTINGS = {
     "a": f"{HIGH:.0%} + {FINETUNE_EPOCHS} ep fine-tune",
     "b": f"{LOW:.0%}, no recovery",
     "c": f"{LOW:.0%}, reconstruct (retrain-free)",
+    "k": f"{HIGH:.0%} + {FINETUNE_EPOCHS} ep KD fine-tune (lr {KD_LEARNING_RATE:g}, distill {KD_WEIGHT})",
+    "r": f"{HIGH:.0%} + recipe: reconstruct + {FINETUNE_EPOCHS} ep KD fine-tune (lr {KD_LEARNING_RATE:g}, "
+         f"distill {KD_WEIGHT})",
 }
+FINETUNED = ("a", "k", "r")  # settings with the 5-epoch fine-tuning budget
+TP_SETTINGS = ("a", "b", "k")
 HIDDEN = ("fc1", "fc2")
 CONTEXT_SETTINGS = {
     "dense": f"dense, {DENSE_EPOCHS} ep",
@@ -118,11 +126,12 @@ def neuroprune_variants() -> list[tuple[str, str, dict]]:
 
 
 def run_neuroprune(dense: nn.Module, task, criterion: str, options: dict, setting: str, seed: int):
-    ratio = HIGH if setting == "a" else LOW
+    kd = setting in ("k", "r")
     config = npr.PruneConfig(
-        criterion=criterion, criterion_options=options, ratio=ratio, steps=1, tolerance=1.0,
-        finetune_epochs=FINETUNE_EPOCHS if setting == "a" else 0, learning_rate=LEARNING_RATE,
-        reconstruct=setting == "c", progress=False, latency_runs=5, seed=seed,
+        criterion=criterion, criterion_options=options, ratio=HIGH if setting in FINETUNED else LOW, steps=1,
+        tolerance=1.0, finetune_epochs=FINETUNE_EPOCHS if setting in FINETUNED else 0,
+        learning_rate=KD_LEARNING_RATE if kd else LEARNING_RATE, distill_weight=KD_WEIGHT if kd else 0.0,
+        reconstruct=setting in ("c", "r"), progress=False, latency_runs=5, seed=seed,
     )
     result = npr.prune(dense, task, config)
     widths = {layer["name"]: layer["width_after"] for layer in result.report["layers"]}
@@ -144,7 +153,7 @@ def tp_variants(tp) -> list[tuple[str, object]]:
 
 
 def run_torch_pruning(tp, dense: nn.Module, task, label: str, make_importance, setting: str, seed: int):
-    ratio = HIGH if setting == "a" else LOW
+    ratio = HIGH if setting in FINETUNED else LOW
     model = copy.deepcopy(dense)
     model.eval()
     importance = make_importance()
@@ -160,6 +169,9 @@ def run_torch_pruning(tp, dense: nn.Module, task, label: str, make_importance, s
     model.zero_grad(set_to_none=True)
     if setting == "a":
         finetune(model, task, epochs=FINETUNE_EPOCHS, learning_rate=LEARNING_RATE, progress=False)
+    if setting == "k":
+        finetune(model, task, epochs=FINETUNE_EPOCHS, learning_rate=KD_LEARNING_RATE, progress=False,
+                 teacher=dense.eval(), distill_weight=KD_WEIGHT)
     return task.evaluate(model, "test"), hidden_widths(model), count_params(model)
 
 
@@ -224,14 +236,14 @@ def targets(rows: list[Row], dense: Row, ln_info: dict | None) -> list[str]:
         return [r for r in rows if r.method == method and r.setting == setting]
 
     out = ["## Targets", ""]
-    best_a = max(pick("neuroprune", "a"), key=lambda r: r.mean)
+    best_a = max((r for s in FINETUNED for r in pick("neuroprune", s)), key=lambda r: r.mean)
     gap = dense.mean - best_a.mean
     verdict = "MET" if gap <= 0.015 else "NOT MET"
     scratch = pick("small dense", "scratch")
     scratch_text = (f" For scale: the same 32/16 network trained from scratch for {DENSE_EPOCHS} epochs reaches "
                     f"{fmt(scratch[0])} ({(dense.mean - scratch[0].mean) * 100:+.2f} points below dense).") if scratch else ""
     out.append(f"1. 75 % + {FINETUNE_EPOCHS} epochs, best neuroprune criterion within 1.5 points of dense: "
-               f"**{verdict}** — {best_a.criterion} {fmt(best_a)} vs dense {fmt(dense)} "
+               f"**{verdict}** — {best_a.criterion} ({SETTINGS[best_a.setting]}) {fmt(best_a)} vs dense {fmt(dense)} "
                f"(gap {gap * 100:+.2f} points).{scratch_text}")
     c_rows = sorted(pick("neuroprune", "c"), key=lambda r: -r.mean)
     best_c = c_rows[0]
@@ -243,7 +255,7 @@ def targets(rows: list[Row], dense: Row, ln_info: dict | None) -> list[str]:
     out.append(f"   - earlier on this machine: dense {TP_REFERENCE['dense']}; 75 %+5 ep: "
                + ", ".join(f"{k} {v}" for k, v in TP_REFERENCE["a"].items())
                + "; 50 % no recovery: " + ", ".join(f"{k} {v}" for k, v in TP_REFERENCE["b"].items()) + ".")
-    for key in ("a", "b"):
+    for key in TP_SETTINGS:
         tp_rows = pick("torch-pruning", key)
         if not tp_rows:
             continue
@@ -300,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     dense_row = Row("dense", "-", "dense")
     scratch_row = Row("small dense", "-", "scratch")
     npr_rows = {(label, s): Row("neuroprune", label, s) for s in SETTINGS for label, _, _ in variants}
-    tp_rows = {(label, s): Row("torch-pruning", label, s) for s in ("a", "b") for label, _ in (tp_variants(tp) if tp else [])}
+    tp_rows = {(label, s): Row("torch-pruning", label, s) for s in TP_SETTINGS for label, _ in (tp_variants(tp) if tp else [])}
     ln_row = Row("torch.nn.utils.prune", "ln_structured L2 (mask)", "a", note="(masks; 96/48 rows zeroed)")
     ln_info = None
     start = time.perf_counter()
@@ -326,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 for label, make in tp_variants(tp):
-                    for setting in ("a", "b"):
+                    for setting in TP_SETTINGS:
                         acc, widths, params = run_torch_pruning(tp, dense, task, label, make, setting, seed)
                         tp_rows[(label, setting)].add(acc, widths, params)
         acc, widths, params, ln_info = run_ln_structured(dense, task)
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if setting == "a":
             rows.append(ln_row)
 
-    expected = {"a": "32/16", "b": "64/32", "c": "64/32"}
+    expected = {"a": "32/16", "b": "64/32", "c": "64/32", "k": "32/16", "r": "32/16"}
     width_checks = []
     for row in rows:
         if row.method in ("neuroprune", "torch-pruning") and row.widths != {expected[row.setting]}:
@@ -360,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         f"seeds {seeds} vary initialisation and shuffles.",
         f"- Dense: {DENSE_EPOCHS} epochs Adam lr {LEARNING_RATE:g} batch 64 (`neuroprune.recover.finetune`). "
         f"Every method starts from the same trained dense model per seed; fine-tuning is always "
-        f"{FINETUNE_EPOCHS} epochs of the same `finetune`.",
+        f"{FINETUNE_EPOCHS} epochs of the same `finetune` (KD settings: lr {KD_LEARNING_RATE:g}, cross-entropy "
+        f"blended with the KL divergence to the dense model's predictions, weight {KD_WEIGHT}, temperature 4).",
         "- One-shot pruning of the hidden layers fc1 (128) and fc2 (64); fc3 (classifier) kept. neuroprune: "
         "`PruneConfig(ratio, steps=1, tolerance=1.0)` (no rollback); Torch-Pruning: `MetaPruner(pruning_ratio, "
         "ignored_layers=[fc3])`, Taylor gradients from one backward per calibration batch (same "

@@ -25,11 +25,10 @@ from neuroprune import PruneConfig, prune  # noqa: E402
 from neuroprune.adapters import adapter_for  # noqa: E402
 from neuroprune.adapters.hf import load_model, load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.cli.main import main  # noqa: E402
-from neuroprune.errors import ConfigError  # noqa: E402
+from neuroprune.errors import ConfigError, NoSignalError  # noqa: E402
 from neuroprune.recover.distill import distill  # noqa: E402
 from neuroprune.recover.reconstruct import reconstruct  # noqa: E402
 from neuroprune.scoring import ScoringInput, score  # noqa: E402
-from neuroprune.scoring.registry import NoSignalError  # noqa: E402
 from neuroprune.stats import collect_statistics  # noqa: E402
 from neuroprune.surgery.apply import apply_keep  # noqa: E402
 from neuroprune.surgery.masks import apply_masks  # noqa: E402

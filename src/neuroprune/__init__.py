@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from .config import PruneConfig
-from .errors import (CheckpointError, ConfigError, DataError, NeuropruneError, NonFiniteError,
+from .errors import (CheckpointError, ConfigError, DataError, NeuropruneError, NonFiniteError, NoSignalError,
                      NoPrunableLayerError, OutputExistsError, PlanError, PruningTargetError,
                      UnknownNameError, UnsupportedModuleError)
 from .graph.discover import discover
@@ -32,6 +32,6 @@ __all__ = [
     "PruneConfig", "PruneResult", "PruningPlan", "ClassificationTask", "prune", "discover", "collect_statistics",
     "score_groups", "criterion_names", "apply_masks", "apply_plan", "save", "load", "load_weights", "read_plan",
     "build_model", "NeuropruneError", "ConfigError", "UnknownNameError", "UnsupportedModuleError", "DataError",
-    "NonFiniteError", "NoPrunableLayerError", "PruningTargetError", "PlanError", "CheckpointError",
+    "NonFiniteError", "NoSignalError", "NoPrunableLayerError", "PruningTargetError", "PlanError", "CheckpointError",
     "OutputExistsError", "__version__",
 ]

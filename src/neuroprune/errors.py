@@ -49,6 +49,10 @@ class NonFiniteError(NeuropruneError, FloatingPointError):
     """Gradients, statistics or scores contained NaN or infinity."""
 
 
+class NoSignalError(NeuropruneError, ValueError):
+    """A criterion gave every neuron of a group the same score, so it cannot rank them."""
+
+
 class NoPrunableLayerError(NeuropruneError):
     """The model has no neuron group that may be pruned."""
 

@@ -33,20 +33,10 @@ class Task(Protocol):
     def calibration_batches(self) -> list[Any]: ...
     def train_batches(self, epoch: int) -> Iterable[Any]: ...
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
-    def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                          weight: float, temperature: float = 4.0) -> torch.Tensor:
-        """Cross-entropy blended with the KL divergence to ``teacher``'s softened predictions.
-
-        ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015).
-        """
-        x, y = batch
-        logits = model(self._inputs(x, model)).float()
-        with torch.no_grad():
-            target = teacher(self._inputs(x, teacher)).float()
-        hard = F.cross_entropy(logits, y.to(logits.device))
-        soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.softmax(target / temperature, dim=-1),
-                        reduction="batchmean") * temperature**2
-        return (1 - weight) * hard + weight * soft
+    def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: Any, weight: float,
+                          temperature: float = 4.0) -> torch.Tensor:
+        """The loss blended with a distillation term against ``teacher`` (used when distill_weight > 0)."""
+        ...
 
     def evaluate(self, model: nn.Module, split: str) -> float: ...
 

@@ -21,7 +21,9 @@ from ..config_file import load_config_file
 from ..data import DataSplits, load_data
 from ..errors import ConfigError, OutputExistsError, UnknownNameError
 from ..io import load_weights
+from ..recover.finetune import finetune
 from ..scoring import criterion_names
+from ..task import ClassificationTask
 from ..zoo import ZOO, build_model, zoo_entry
 
 #: Default learning rate of distillation (``--lr`` not given) for hf models.
@@ -214,6 +216,21 @@ def load_data_for(spec: str, args: argparse.Namespace) -> DataSplits:
 def prepare_weights(model: nn.Module, weights: str | None, allow_pickle: bool) -> None:
     if weights:
         load_weights(model, weights, allow_pickle=allow_pickle)
+
+
+def trained_model_and_task(args: argparse.Namespace, progress: bool) -> tuple[nn.Module, ClassificationTask]:
+    """The model of ``--model`` with ``--weights`` loaded (without them: trained for
+    ``--train-epochs``, default 30) and its classification task on ``--data``."""
+    data = load_data_for(args.model, args)
+    model = build_from_spec(args.model, data)
+    prepare_weights(model, args.weights, args.allow_pickle)
+    task = ClassificationTask(data, batch_size=args.batch_size, calibration_samples=args.calibration_samples, seed=args.seed)
+    epochs = args.train_epochs if args.train_epochs is not None else (0 if args.weights else 30)
+    if epochs:
+        print_err(f"training {args.model} for {epochs} epochs on {data.name}")
+        task.bind(model)
+        finetune(model, task, epochs=epochs, progress=progress, desc="training")
+    return model, task
 
 
 def print_err(message: str) -> None:

@@ -9,13 +9,11 @@ from pathlib import Path
 from ..budget import Budget, search_budget
 from ..errors import CheckpointError, ConfigError
 from ..explain import explain
-from ..recover.finetune import finetune
 from ..report.scores_csv import write_scores_csv
 from ..report.table import format_report, write_report_json
 from ..schedule import PruneResult, prune
-from ..task import ClassificationTask
-from .common import (add_data_arguments, add_pruning_arguments, build_from_spec, check_output, config_from_args,
-                     load_data_for, parse_model_spec, prepare_weights, print_err, seed_everything)
+from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args,
+                     parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
 
 EXAMPLES = """\
 examples:
@@ -60,14 +58,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     if parse_model_spec(args.model)[0] == "hf":
         return run_hf(args, config)
-    data = load_data_for(args.model, args)
-    model = build_from_spec(args.model, data)
-    prepare_weights(model, args.weights, args.allow_pickle)
-    task = ClassificationTask(data, batch_size=args.batch_size, calibration_samples=args.calibration_samples, seed=args.seed)
-    epochs = args.train_epochs if args.train_epochs is not None else (0 if args.weights else 30)
-    if epochs:
-        print_err(f"training {args.model} for {epochs} epochs on {data.name} before pruning")
-        finetune(task.bind(model) and model, task, epochs=epochs, progress=config.progress, desc="training")
+    model, task = trained_model_and_task(args, config.progress)
     prune_and_report(model, task, config, args)
     return 0
 

@@ -7,11 +7,9 @@ import json
 
 from ..config import PruneConfig
 from ..errors import ConfigError
-from ..recover.finetune import finetune
 from ..report.plots import figure_png, plot_sensitivity
 from ..sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
-from ..task import ClassificationTask
-from .common import add_data_arguments, build_from_spec, load_data_for, prepare_weights, print_err, seed_everything
+from .common import add_data_arguments, seed_everything, trained_model_and_task
 
 EXAMPLES = """\
 examples:
@@ -45,15 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError([f"--ratios must be comma-separated numbers, got {args.ratios!r}"]) from error
     config = PruneConfig(criterion=args.criterion, progress=not args.quiet, seed=args.seed)
     seed_everything(args.seed)
-    data = load_data_for(args.model, args)
-    model = build_from_spec(args.model, data)
-    prepare_weights(model, args.weights, args.allow_pickle)
-    task = ClassificationTask(data, batch_size=args.batch_size, calibration_samples=args.calibration_samples, seed=args.seed)
-    epochs = args.train_epochs if args.train_epochs is not None else (0 if args.weights else 30)
-    if epochs:
-        print_err(f"training {args.model} for {epochs} epochs on {data.name}")
-        task.bind(model)
-        finetune(model, task, epochs=epochs, progress=config.progress, desc="training")
+    model, task = trained_model_and_task(args, config.progress)
     result = analyse_sensitivity(model, task, config, ratios=ratios, progress=config.progress)
     print(format_sensitivity(result))
     if args.json:

@@ -16,13 +16,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, NeuropruneError, NonFiniteError, UnknownNameError
+from ..errors import ConfigError, NoSignalError, NonFiniteError, UnknownNameError
 from ..graph.groups import DependencyGraph
 from ..stats import Statistics
-
-
-class NoSignalError(NeuropruneError, ValueError):
-    """A criterion gave every neuron of a group the same score, so it cannot rank them."""
 
 
 @dataclass(frozen=True)
