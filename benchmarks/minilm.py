@@ -11,12 +11,13 @@ matplotlib, networkx, torch, transformers), never the test or validation sentenc
 
 Every FFN is cut from 1536 to 768 neurons (all 6 layers). Rows:
 
-* no recovery: neuroprune magnitude L1 / L2, random, activation_mean, taylor, rank; Torch-Pruning
-  ``MetaPruner`` (only ``intermediate.dense`` out-channels prunable) with magnitude L1 / L2,
-  random, activation (its ``ActivationImportance``) and Taylor (same contrastive loss);
-* retrain-free: activation_mean + least-squares reconstruction of every FFN output projection;
-* + distillation of that model (MSE of normalised embeddings against the unpruned model, 5 min);
-* 25 % of the heads of every layer too (activation_mean, one ``prune`` call with a layer policy:
+* no recovery: neuroprune magnitude L1 / L2, random, activation_mean, taylor, rank, obs;
+  Torch-Pruning ``MetaPruner`` (only ``intermediate.dense`` out-channels prunable) with magnitude
+  L1 / L2, random, activation (its ``ActivationImportance``) and Taylor (same contrastive loss);
+* retrain-free: obs (and, for comparison, activation_mean) + least-squares reconstruction of
+  every FFN output projection;
+* + distillation of the obs model (MSE of normalised embeddings against the unpruned model, 5 min);
+* 25 % of the heads of every layer too (obs, one ``prune`` call with a layer policy:
   reconstruction + 5 min of distillation inside the loop), for speed.
 
 Reported: cosine similarity between original and pruned sentence embeddings on the 500 test
@@ -58,12 +59,14 @@ import neuroprune
 import neuroprune.schedule as schedule_module
 from neuroprune import PruneConfig, prune
 from neuroprune.adapters.hf import load_model
+from neuroprune.policy import LayerPolicy
 from neuroprune.text_task import TextTask, docstring_sentences, fidelity_summary, stdlib_sentences
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THREADS = 2
 RATIO = 0.5
 HEAD_RATIO = 0.25
+RECOVERY_CRITERION = "obs"  # the criterion that matches least-squares reconstruction
 DISTILL_LR = 3e-4  # peak AdamW learning rate (a short sweep on this model: 1e-4 < 3e-4 > 5e-4 > 1e-3)
 EXTRA_TEXT = ("numpy", "scipy", "sklearn", "matplotlib", "networkx", "torch", "transformers")
 # Torch-Pruning 1.6.1 on MiniLM as quoted in the issue (FFN 1536 -> 768, no recovery, 500 sentences).
@@ -91,7 +94,7 @@ class Row:
 class StageTimer:
     """Wall time of the loop's stages, by wrapping the functions ``neuroprune.schedule`` calls."""
 
-    WRAPPED = {"collect_statistics": "statistics", "score": "scoring", "reconstruct": "reconstruction",
+    WRAPPED = {"statistics_for": "statistics", "score": "scoring", "reconstruct": "reconstruction",
                "apply_keep": "surgery", "_measure": "measurements"}
 
     def __init__(self):
@@ -214,29 +217,11 @@ def base_config(criterion: str, **kwargs) -> PruneConfig:
                        latency_runs=1, **kwargs)
 
 
-def heads_and_ffn_config(distill_epochs: int, heads_criterion: str) -> PruneConfig:
-    """FFN at RATIO and heads at HEAD_RATIO in one run (layer policies), or None without them."""
-    try:
-        from neuroprune.policy import LayerPolicy
-    except ImportError:
-        return None
-    policy = LayerPolicy(pattern="*:heads", ratio=HEAD_RATIO, criterion=heads_criterion)
-    return base_config("activation_mean", reconstruct=True, finetune_epochs=distill_epochs, layers=(policy,),
+def heads_and_ffn_config(distill_epochs: int) -> PruneConfig:
+    """FFN at RATIO and heads at HEAD_RATIO (a layer policy) in one run, reconstruction and distillation."""
+    policy = LayerPolicy(pattern="*:heads", ratio=HEAD_RATIO)
+    return base_config(RECOVERY_CRITERION, reconstruct=True, finetune_epochs=distill_epochs, layers=(policy,),
                        learning_rate=DISTILL_LR)
-
-
-def heads_then_ffn(model, task, batch, distill_epochs: int, heads_criterion: str) -> Row:
-    """Without layer policies: heads first (FFN ignored), then the FFN (heads ignored), plans composed."""
-    timer = StageTimer()
-    start = time.perf_counter()
-    with timer.patch(task):
-        first = prune(model, task, PruneConfig(criterion=heads_criterion, ratio=HEAD_RATIO, tolerance=1.0,
-                                               reconstruct=True, ignore=("*.intermediate.dense",), progress=False,
-                                               latency_runs=1))
-        second = prune(first.model, task, base_config("activation_mean", reconstruct=True, ignore=("*:heads",),
-                                                      finetune_epochs=distill_epochs, learning_rate=DISTILL_LR))
-    timer.times["total (prune call)"] = time.perf_counter() - start
-    return Row("neuroprune", "", "", second.model, stages=dict(timer.times))
 
 
 # -- Torch-Pruning -------------------------------------------------------------------------------
@@ -375,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ffn_only = ("*:heads",)
     for method, criterion, options in (("magnitude L1", "magnitude", {"p": 1}), ("magnitude L2", "magnitude", {"p": 2}),
                                        ("random", "random", {}), ("activation_mean", "activation_mean", {}),
-                                       ("taylor", "taylor", {}), ("rank", "rank", {})):
+                                       ("taylor", "taylor", {}), ("rank", "rank", {}), ("obs", "obs", {})):
         config = base_config(criterion, criterion_options=options, ignore=ffn_only)
         rows.append(neuroprune_row(model, task, method, "none", config, batch))
     if not args.no_tp:
@@ -386,18 +371,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  Torch-Pruning {method}: failed: {type(error).__name__}: {error}", flush=True)
 
     print("recovery:", flush=True)
-    recon = neuroprune_row(model, task, "activation_mean", "reconstruction",
-                           base_config("activation_mean", reconstruct=True, ignore=ffn_only), batch)
+    recon = neuroprune_row(model, task, RECOVERY_CRITERION, "reconstruction",
+                           base_config(RECOVERY_CRITERION, reconstruct=True, ignore=ffn_only), batch)
     rows.append(recon)
+    rows.append(neuroprune_row(model, task, "activation_mean", "reconstruction",
+                               base_config("activation_mean", reconstruct=True, ignore=ffn_only), batch))
     rows.append(distilled(recon, task, batch, distill_seconds))
     recovery = f"heads {HEAD_RATIO:.0%} + reconstruction + distillation {distill_seconds:.0f} s"
-    config = heads_and_ffn_config(100, "activation_mean")
-    if config is not None:
-        rows.append(neuroprune_row(model, task, "activation_mean", recovery, config, batch))
-    else:
-        row = heads_then_ffn(model, task, batch, 100, "activation_mean")
-        row.method, row.recovery = "activation_mean", recovery
-        rows.append(evaluate(row, task, batch))
+    rows.append(neuroprune_row(model, task, RECOVERY_CRITERION, recovery, heads_and_ffn_config(100), batch))
 
     print("timing (round-robin) ...", flush=True)
     load = [os.getloadavg()[0]]

@@ -200,16 +200,29 @@ def test_statistics_ignore_padding_and_accumulate_over_batches(bound_task):
     padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros_like(padded["input_ids"][:, :extra])], 1)
 
     def stats(batches):
-        return collect_statistics(model, graph, batches, task.loss, progress=False, token_mask=task.token_mask)
+        return collect_statistics(model, graph, batches, task.loss, gram=True, progress=False,
+                                  token_mask=task.token_mask)
 
     one, two = stats([batch]), stats([padded])
     for key, entry in one.axes.items():
         assert entry.act_n == two.axes[key].act_n == int(batch["attention_mask"].sum())
         torch.testing.assert_close(entry.act_abs, two.axes[key].act_abs, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(entry.act_count, two.axes[key].act_count, rtol=0, atol=2)
+        if entry.gram is not None:  # the Gram matrices of the obs criterion skip padding rows too
+            torch.testing.assert_close(entry.gram, two.axes[key].gram, rtol=1e-4, atol=1e-3)
+            assert entry.gram[-1, -1] == int(batch["attention_mask"].sum())
     both = stats([batch, padded])
     key = ("encoder.layer.0.output.dense", "in")
     assert both.axes[key].act_n == 2 * one.axes[key].act_n  # every batch counts, not only the last
+
+
+def test_obs_scores_heads_and_ffn_neurons(bound_task):
+    model, task = bound_task
+    config = PruneConfig(criterion="obs", ratio=0.5, tolerance=1.0, reconstruct=True, progress=False, latency_runs=1)
+    result = prune(model, task, config)
+    assert result.model.config.neuroprune_num_heads == [2, 2]  # head blocks (8 columns each) scored as units
+    assert result.model.config.neuroprune_intermediate_sizes == [32, 32]
+    assert task.evaluate(result.model, "val") > 0.99
 
 
 def test_reconstruction_ignores_padding_rows(bound_task):

@@ -12,6 +12,7 @@ from neuroprune import collect_statistics, criterion_names, discover
 from neuroprune.errors import ConfigError, DataError, NonFiniteError, UnknownNameError
 from neuroprune.scoring import ScoringInput, get_criterion, score
 from neuroprune.scoring.combine import rank_average
+from neuroprune.scoring.obs import removal_costs
 from neuroprune.scoring.weights import seed_formula
 
 
@@ -109,7 +110,8 @@ def test_rank_combines_member_ranks():
 
 def test_every_criterion_scores_every_group(setting):
     model, graph, batches = setting
-    stats = collect_statistics(model, graph, batches, loss_fn, gradients=True, per_weight=True, progress=False)
+    stats = collect_statistics(model, graph, batches, loss_fn, gradients=True, per_weight=True, gram=True,
+                               progress=False)
     for name in criterion_names():
         scores = score(ScoringInput(model, graph, stats), name)
         assert set(scores) == {"0", "2"} and scores["0"].shape == (6,) and bool((scores["0"] >= 0).all()), name
@@ -181,3 +183,44 @@ def test_token_mask_leaves_padding_out_of_activation_statistics():
     mean = score(ScoringInput(model, graph, stats), "activation_mean")["0"]
     torch.testing.assert_close(freq, (hidden > 0).float().mean(0))
     torch.testing.assert_close(mean, hidden.abs().mean(0))
+
+
+def _refit_error(x: torch.Tensor, y: torch.Tensor, drop: list[int]) -> float:
+    """Squared error of the best affine fit of ``y`` from the columns of ``x`` not in ``drop``."""
+    kept = [i for i in range(x.shape[1]) if i not in drop]
+    x1 = torch.cat([x[:, kept], torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    solution = torch.linalg.lstsq(x1, y).solution
+    return float(((x1 @ solution - y) ** 2).sum())
+
+
+def test_obs_is_the_error_left_after_least_squares_compensation(setting):
+    model, graph, batches = setting
+    stats = collect_statistics(model, graph, batches, loss_fn, activations=False, gram=True, progress=False)
+    got = score(ScoringInput(model, graph, stats), "obs", {"damping": 0.0})["0"]
+    hidden = torch.cat([F.relu(model[0](x)) for x, _ in batches]).detach().double()  # what layer "2" reads
+    y = hidden @ model[2].weight.detach().double().T
+    expected = torch.tensor([_refit_error(hidden, y, [j]) for j in range(6)], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), expected, rtol=2e-3, atol=1e-5)
+
+
+def test_obs_of_multi_column_units_uses_the_block_formula():
+    torch.manual_seed(0)
+    x = torch.randn(64, 6, dtype=torch.float64)
+    x1 = torch.cat([x, torch.ones(64, 1, dtype=torch.float64)], dim=1)
+    w = torch.randn(3, 6, dtype=torch.float64)
+    unit_of = torch.tensor([0, 0, 1, 1, 2, -1])  # three units of two, two and one column; one column fixed
+    got = removal_costs(w, x1.T @ x1, unit_of, 3, damping=0.0)
+    expected = [_refit_error(x, x @ w.T, [i for i in range(6) if unit_of[i] == u]) for u in range(3)]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-8)
+
+
+def test_obs_refuses_groups_read_by_other_layers_and_bad_damping():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    graph = discover(model, torch.randn(1, 1, 8, 8))
+    batches = [(torch.randn(4, 1, 8, 8), None)]
+    stats = collect_statistics(model, graph, batches, lambda m, b: m(b[0]).sum(), gram=True, progress=False)
+    with pytest.raises(ConfigError, match=r"criterion 'obs' scores units read by nn.Linear layers only; group '0' "
+                                          r"is read by 2 \(Conv2d\)"):
+        score(ScoringInput(model, graph, stats), "obs")
+    with pytest.raises(ConfigError, match="damping must be >= 0, got -1.0"):
+        score(ScoringInput(model, graph, stats), "obs", {"damping": -1})

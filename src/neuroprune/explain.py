@@ -24,7 +24,7 @@ from .adapters import adapter_for
 from .plan import PruningPlan
 from .scoring import ScoringInput, criterion_names, get_criterion, score
 from .scoring.registry import Needs
-from .stats import collect_statistics
+from .stats import statistics_for
 
 
 def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str] | None = None,
@@ -43,12 +43,8 @@ def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str
     needs = Needs()
     for name in criteria:
         needs = needs | get_criterion(name).needs({})
-    stats = None
-    if needs.activations or needs.gradients:
-        stats = collect_statistics(work, graph, task.calibration_batches(), task.loss, activations=needs.activations,
-                                   gradients=needs.gradients, per_weight=needs.per_weight,
-                                   threshold=activation_threshold, progress=progress, desc="explaining",
-                                   token_mask=getattr(task, "token_mask", None))
+    stats = statistics_for(needs, work, graph, task, threshold=activation_threshold, progress=progress,
+                           desc="explaining")
     data = ScoringInput(work, graph, stats)
     scores = {name: {g: values.tolist() for g, values in score(data, name).items()} for name in criteria}
     removed = {}

@@ -36,7 +36,7 @@ from .report.metrics import measure_model
 from .scoring import ScoringInput, get_criterion, score
 from .scoring.registry import Needs
 from .selection import counts_for_ratio, counts_for_threshold, select_units
-from .stats import collect_statistics
+from .stats import statistics_for
 from .surgery.apply import apply_keep
 from .surgery.masks import apply_masks
 
@@ -74,12 +74,8 @@ def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneCo
     needs = Needs()
     for name in criteria:
         needs = needs | get_criterion(name).needs(_criterion_options(config, name))
-    stats = None
-    if needs.activations or needs.gradients:
-        stats = collect_statistics(model, graph, task.calibration_batches(), task.loss,
-                                   activations=needs.activations, gradients=needs.gradients,
-                                   per_weight=needs.per_weight, threshold=config.activation_threshold,
-                                   progress=config.progress, desc=desc, token_mask=getattr(task, "token_mask", None))
+    stats = statistics_for(needs, model, graph, task, threshold=config.activation_threshold,
+                           progress=config.progress, desc=desc)
     data = ScoringInput(model, graph, stats)
     by_criterion = {name: score(data, name, _criterion_options(config, name)) for name in criteria}
     return {group: by_criterion[name][group] for group, name in chosen.items()}

@@ -3,7 +3,8 @@
 Statistics are sums and counts (never running means), so passes over different data, or on
 different processes, merge by addition. Per neuron they take O(1) memory; only the ``seed``
 criterion, which weighs each connection by its own gradient, keeps one float32 accumulator per
-weight of the layers it scores. Activations are never stored.
+weight of the layers it scores, and the ``obs`` criterion one Gram matrix (inputs x inputs) per
+Linear layer that reads a group. Activations are never stored.
 
 The model is left as found: hooks are removed, ``requires_grad`` flags, ``.grad`` tensors and
 train/eval modes are restored. Statistics accumulate in float32 on the model's device.
@@ -47,9 +48,10 @@ class AxisStats:
     grad_abs: torch.Tensor | None = None  # sum over batches of |dL/dw| of incoming weights
     grad_numel: torch.Tensor | None = None  # incoming weights per position, times batches
     taylor: torch.Tensor | None = None  # sum over batches of w * dL/dw of outgoing weights
+    gram: torch.Tensor | None = None  # Linear "in" axes: sum of [x, 1]^T [x, 1] over observed rows
 
     def merge(self, other: AxisStats) -> None:
-        for name in ("act_count", "act_abs", "grad_abs", "grad_numel", "taylor"):
+        for name in ("act_count", "act_abs", "grad_abs", "grad_numel", "taylor", "gram"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs is not None:
                 setattr(self, name, theirs.clone() if mine is None else mine + theirs.to(mine.device))
@@ -87,8 +89,9 @@ def _add(current: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
 class _ActivationObserver:
     """Forward hooks that count, per channel, values above the threshold and sum |values|."""
 
-    def __init__(self, model: nn.Module, paths: Iterable[str], stats: Statistics, threshold: float):
-        self.stats, self.threshold = stats, threshold
+    def __init__(self, model: nn.Module, paths: Iterable[str], stats: Statistics, threshold: float,
+                 gram_axes: set[tuple[str, str]] = frozenset()):
+        self.stats, self.threshold, self.gram_axes = stats, threshold, gram_axes
         #: (batch, tokens) mask of the current batch; positions where it is 0 are not counted
         self.token_mask: torch.Tensor | None = None
         self.handles = []
@@ -100,6 +103,8 @@ class _ActivationObserver:
         def observe(module, args, kwargs, output):
             for axis, (tensor, dim) in handler_for(module).observe(module, args, kwargs, output).items():
                 self._record(path, axis, tensor.detach(), dim)
+                if (path, axis) in self.gram_axes:
+                    self._record_gram(path, axis, tensor.detach())
 
         return observe
 
@@ -129,6 +134,16 @@ class _ActivationObserver:
         entry.act_count = _add(entry.act_count, ((x > self.threshold) * weights).sum(dim=others))
         entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others))
         entry.act_n += float(weights.sum()) * x.numel() / (x.shape[dim] * weights.numel())
+
+    def _record_gram(self, path: str, axis: str, x: torch.Tensor) -> None:
+        """Add ``[x, 1]^T [x, 1]`` over the rows of a Linear input (real tokens only)."""
+        rows = x.reshape(-1, x.shape[-1]).float()
+        weights = self._token_weights(x, x.dim() - 1)
+        if weights is not None:
+            rows = rows[weights.expand(*x.shape[:-1], 1).reshape(-1) > 0]
+        rows = torch.cat([rows, torch.ones(len(rows), 1, device=rows.device)], dim=1)
+        entry = self.stats.axis(path, axis)
+        entry.gram = _add(entry.gram, rows.T @ rows)
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -176,7 +191,7 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
 
 def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
                        activations: bool = True, gradients: bool = False, per_weight: bool = False,
-                       threshold: float = 0.0, progress: bool = True, desc: str = "scoring",
+                       gram: bool = False, threshold: float = 0.0, progress: bool = True, desc: str = "scoring",
                        token_mask: Callable[[Any], torch.Tensor | None] | None = None) -> Statistics:
     """Gather activation and gradient statistics for every group of ``graph``.
 
@@ -189,6 +204,8 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
         activations: count activations above ``threshold`` and sum their magnitudes.
         gradients: run backward and accumulate |gradient| and weight x gradient sums.
         per_weight: also keep |gradient| per weight (needed by the ``seed`` criterion).
+        gram: also sum the Gram matrix of the inputs of every ``nn.Linear`` that reads a group
+            (needed by the ``obs`` criterion; implies ``activations``).
         threshold: the activation threshold of the frequency statistic.
         progress: show a progress bar.
         token_mask: ``token_mask(batch)`` gives a (batch, tokens) mask of real tokens; padding
@@ -200,7 +217,9 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
-    observer = _ActivationObserver(model, paths, stats, threshold) if activations else None
+    gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
+                 if gram and m.axis == "in" and isinstance(model.get_submodule(m.path), nn.Linear)}
+    observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
     try:
         model.eval()
         for p in params:
@@ -231,3 +250,15 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
         for name, m in model.named_modules():
             m.training = modes[name]
     return stats
+
+
+def statistics_for(needs, model: nn.Module, graph: DependencyGraph, task, *, threshold: float = 0.0,
+                   progress: bool = True, desc: str = "scoring") -> Statistics | None:
+    """The statistics that criteria with ``needs`` (a :class:`~neuroprune.scoring.registry.Needs`)
+    read, from one pass over ``task``'s calibration batches; ``None`` when they read none."""
+    if not (needs.activations or needs.gradients or needs.gram):
+        return None
+    return collect_statistics(model, graph, task.calibration_batches(), task.loss, activations=needs.activations,
+                              gradients=needs.gradients, per_weight=needs.per_weight, gram=needs.gram,
+                              threshold=threshold, progress=progress, desc=desc,
+                              token_mask=getattr(task, "token_mask", None))

@@ -5,7 +5,7 @@ scores per group. Scores are float32 tensors on the CPU (one entry per unit; O(n
 
 Example:
     >>> get_criterion("magnitude").needs({})
-    Needs(activations=False, gradients=False, per_weight=False)
+    Needs(activations=False, gradients=False, per_weight=False, gram=False)
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ class Needs:
     activations: bool = False
     gradients: bool = False
     per_weight: bool = False
+    gram: bool = False  # Gram matrices of the inputs of the Linear layers that read a group (``obs``)
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(self.activations or other.activations, self.gradients or other.gradients,
-                     self.per_weight or other.per_weight)
+                     self.per_weight or other.per_weight, self.gram or other.gram)
 
 
 @dataclass
