@@ -13,7 +13,7 @@ fine-tuning budget for every tool:
   with magnitude (L2) and Taylor importance, ``torch.nn.utils.prune.ln_structured`` masks;
 * B. 5 epochs of the same ``neuroprune.recover.finetune`` at lr 1e-3 and 3e-3 for neuroprune
   magnitude / taylor, Torch-Pruning magnitude / Taylor and ``ln_structured``; neuroprune's recipe
-  (reconstruction + 5 epochs at lr 3e-3 with knowledge distillation from the dense model, weight
+  with magnitude, taylor and obs (reconstruction + 5 epochs at lr 3e-3 with knowledge distillation from the dense model, weight
   0.7); the recipe without distillation, and Torch-Pruning magnitude and neuroprune magnitude
   (no reconstruction) with the recipe's distillation fine-tuning, so that its parts can be told apart;
 * C. parameters, safetensors size and batch-64 latency of dense, neuroprune, Torch-Pruning and
@@ -211,7 +211,7 @@ def methods() -> list[Method]:
             out.append(tp_method(f"tp:{importance}:ft{lr:g}", importance, f"{ft}, lr {lr:g}", "B",
                                  epochs=FINETUNE_EPOCHS, lr=lr))
         out.append(ln_method(f"ln:ft{lr:g}", f"{ft}, lr {lr:g}", "B", epochs=FINETUNE_EPOCHS, lr=lr))
-    for criterion in ("magnitude", "taylor"):
+    for criterion in ("magnitude", "taylor", "obs"):
         out.append(npr_method(f"npr:{criterion}:recipe", criterion, f"**recipe**: {kd}", "B",
                               epochs=FINETUNE_EPOCHS, reconstruct=True, lr=RECIPE["learning_rate"],
                               distill=RECIPE["distill_weight"]))
@@ -324,7 +324,7 @@ def _look(m: Method, criteria: list[str]) -> tuple[str, str, float]:
         color = f"C{criteria.index(parts[1]) % 10}"
         return color, {"rec": "-.", "out": ":"}.get(parts[-1], "-"), 1.3
     if parts[-1] == "recipe":
-        return ("#d62728" if parts[1] == "magnitude" else "#7f0000"), style, 2.4
+        return {"magnitude": "#d62728", "taylor": "#7f0000", "obs": "#ff7f0e"}[parts[1]], style, 2.4
     if parts[-1] == "recft":
         return "#ff9896", style, 1.8
     if parts[-1] == "kd":

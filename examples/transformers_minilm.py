@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
                     distill_seconds=args.distill_seconds or None)
     print(f"{n} sentences: {task.split_sizes()}")
 
-    config = npr.PruneConfig(criterion="activation_mean", ratio=args.ratio, ignore=("*:heads",), tolerance=1.0,
+    config = npr.PruneConfig(criterion="obs", ratio=args.ratio, ignore=("*:heads",), tolerance=1.0,
                              reconstruct=True, finetune_epochs=100 if args.distill_seconds else 0,
                              learning_rate=5e-5, progress=False, latency_runs=3)
     result = npr.prune(model, task, config)  # binds the task: the unpruned model is the teacher

@@ -97,7 +97,7 @@ def test_help_shows_examples():
 def test_criteria_lists_every_criterion(capsys):
     assert run_cli("criteria") == 0
     printed = capsys.readouterr().out
-    for name in ("magnitude", "gradient", "taylor", "activation_frequency", "activation_mean", "seed", "rank", "random"):
+    for name in ("magnitude", "gradient", "taylor", "activation_frequency", "activation_mean", "seed", "rank", "random", "obs"):
         assert name in printed
 
 

@@ -224,3 +224,20 @@ def test_obs_refuses_groups_read_by_other_layers_and_bad_damping():
         score(ScoringInput(model, graph, stats), "obs")
     with pytest.raises(ConfigError, match="damping must be >= 0, got -1.0"):
         score(ScoringInput(model, graph, stats), "obs", {"damping": -1})
+
+
+def test_explain_leaves_out_criteria_that_cannot_score_the_model_unless_asked_for():
+    from neuroprune import ClassificationTask, PruneConfig, prune
+    from neuroprune.data import load_digits
+    from neuroprune.explain import explain
+    from neuroprune.zoo import build_model
+
+    task = ClassificationTask(load_digits(layout="image", image_size=32), calibration_samples=64)
+    model = build_model("lenet5")
+    plan = prune(model, task, PruneConfig(criterion="magnitude", ratio=0.5, tolerance=1.0, progress=False,
+                                          latency_runs=1)).plan
+    with pytest.warns(UserWarning, match="criterion 'obs' left out: .*read by nn.Linear layers only"):
+        scores, _ = explain(model, task, plan, progress=False)
+    assert "obs" not in scores and {"magnitude", "taylor", "rank"} <= set(scores)
+    with pytest.raises(ConfigError, match="read by nn.Linear layers only"):
+        explain(model, task, plan, criteria=["obs"], progress=False)

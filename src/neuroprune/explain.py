@@ -16,11 +16,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import torch.nn as nn
 
 from .adapters import adapter_for
+from .errors import ConfigError
 from .plan import PruningPlan
 from .scoring import ScoringInput, criterion_names, get_criterion, score
 from .scoring.registry import Needs
@@ -33,8 +35,10 @@ def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str
 
     Returns:
         ``(scores, removed)``: ``scores[criterion][layer]`` lists one score per neuron;
-        ``removed[layer]`` lists the indices of removed neurons.
+        ``removed[layer]`` lists the indices of removed neurons. Without ``criteria``, every
+        registered criterion that can score the model (``obs`` needs Linear readers) is used.
     """
+    explicit = bool(criteria)
     criteria = list(criteria or criterion_names())
     work = copy.deepcopy(model)
     if hasattr(task, "bind"):
@@ -46,7 +50,14 @@ def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str
     stats = statistics_for(needs, work, graph, task, threshold=activation_threshold, progress=progress,
                            desc="explaining")
     data = ScoringInput(work, graph, stats)
-    scores = {name: {g: values.tolist() for g, values in score(data, name).items()} for name in criteria}
+    scores = {}
+    for name in criteria:
+        try:
+            scores[name] = {g: values.tolist() for g, values in score(data, name).items()}
+        except ConfigError as error:
+            if explicit:
+                raise
+            warnings.warn(f"--explain: criterion {name!r} left out: {error}", stacklevel=2)
     removed = {}
     for group in graph.groups:
         path, axis = group.producers[0]
