@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     result.save(args.out, overwrite=args.overwrite)
     if args.json:
         write_report_json(result.report, args.json)
-    print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json) in {time.perf_counter() - start:.1f} s")
+    print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json, report.html, figures/) in {time.perf_counter() - start:.1f} s")
     print(f"reload with: neuroprune.load({args.out!r}, lambda: neuroprune.build_model('mlp'))")
     return 0
