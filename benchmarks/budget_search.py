@@ -4,7 +4,7 @@ For each model and FLOPs target: (a) the searched non-uniform allocation, (b) on
 for every layer, bisected until the pruned model has the same FLOPs. Both are pruned from the
 same trained model with the same criterion and fine-tuned for the same number of epochs.
 
-Run:  .venv/bin/python benchmarks/budget_search.py [--quick] [--out benchmarks/results/budget_search.md]
+Run:  .venv/bin/python benchmarks/budget_search.py [--quick] [--seeds N] [--out benchmarks/results/budget_search.md]
 """
 
 from __future__ import annotations
@@ -96,19 +96,21 @@ def summarise(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one seed, one target, two models")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 1 quick, 3 full)")
     parser.add_argument("--out", default="benchmarks/results/budget_search.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
     models = dict(list(MODELS.items())[:2]) if args.quick else MODELS
     targets = (0.5,) if args.quick else (0.5, 0.3)
-    seeds = (0,) if args.quick else (0, 1, 2)
+    seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
     rows = []
     for name, size in models.items():
         rows += run_model(name, size, targets, epochs=10 if name != "lenet5" else 15, finetune_epochs=3, seeds=seeds)
     header = (f"# Budget search vs uniform ratios at equal FLOPs\n\nDigits images ({', '.join(f'{m} {s}x{s}' for m, s in models.items())}), "
               f"criterion magnitude, {len(seeds)} seed(s), 3 fine-tuning epochs after pruning for both, accuracy on the test "
               f"split (mean ± std over seeds), torch threads {torch.get_num_threads()}.\n"
-              f"Reproduce: `.venv/bin/python benchmarks/budget_search.py{' --quick' if args.quick else ''}`\n")
+              f"Reproduce: `.venv/bin/python benchmarks/budget_search.py{' --quick' if args.quick else ''}"
+              f"{f' --seeds {args.seeds}' if args.seeds else ''}`\n")
     table = summarise(rows)
     text = header + "\n" + table + "\n\nSearched per-layer ratios (first seed):\n\n" + "\n".join(
         f"- {r['model']} at {r['target']:.0%}: {r['ratios']}" for r in rows if r["seed"] == seeds[0]) + "\n"

@@ -65,7 +65,7 @@ def removal_costs(weight: torch.Tensor, gram: torch.Tensor, unit_of: torch.Tenso
 
 
 class ObsCriterion(Criterion):
-    """Least-squares removal cost at the Linear layers that read the group (see the module docstring)."""
+    """Output error its removal leaves once the Linear layers reading it are re-fitted (pairs with reconstruct)."""
 
     name = "obs"
     options = ("damping",)

@@ -18,6 +18,8 @@ from .registry import Criterion, Needs, get_criterion, register_criterion
 
 
 class TaylorCriterion(Criterion):
+    """First-order loss change of removing the neuron: |sum of a * dL/da| where it is read."""
+
     name = "taylor"
 
     def needs(self, options):

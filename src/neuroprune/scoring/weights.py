@@ -80,8 +80,9 @@ class GradientCriterion(Criterion):
 
 
 class SeedCriterion(Criterion):
-    """The write-up's score: connections weighted by |w|, their mean |gradient| and the
-    activation frequency of the input that feeds them (1 where the input is not observed)."""
+    """The write-up's formula: sum |w| * mean |gradient| * input activation frequency / sum |w|.
+
+    Over the neuron's incoming connections; the frequency is 1 where the input is not observed."""
 
     name = "seed"
 
