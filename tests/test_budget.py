@@ -52,6 +52,11 @@ def test_budget_search_hits_flops_within_two_percent(name, target):
     sensitivity = analyse_sensitivity(model, task, config, ratios=(0.3, 0.6, 0.9), progress=False)
     result = search_budget(model, task, config, Budget(flops=target), sensitivity=sensitivity, progress=False)
     assert abs(result.achieved["flops"] - target) <= 0.02 * target
+    candidates = {p["candidate"]: p for p in result.probes if "candidate" in p}
+    assert set(candidates) == {"searched", "average", "uniform"}
+    chosen = next(p for p in candidates.values() if p["flops"] == result.achieved["flops"])
+    assert chosen["metric"] == max(p["metric"] for p in candidates.values()
+                                   if abs(p["flops"] - target) <= 0.02 * target)  # never worse than uniform
     pruned = prune(model, task, result.config(config))
     ratio = pruned.report["after"]["flops"] / pruned.report["before"]["flops"]
     assert abs(ratio - target) <= 0.02 * target

@@ -3,8 +3,11 @@
 From each layer's sensitivity curve (quality lost vs fraction removed) and what removing its
 neurons saves, a Lagrangian allocation gives every layer the ratio that loses least quality per
 unit saved; the ratios are then scaled together until the *measured* cost of the physically
-pruned model meets the target. ``max_drop`` instead finds the largest reduction whose masked
-validation drop stays within the limit.
+pruned model meets the target. Sensitivity curves are measured one layer at a time, so the
+allocation is checked against the interactions they miss: it, one uniform ratio and their
+average, each meeting the target, are applied as masks and the one with the best validation
+quality wins (so the result is never worse on validation than a uniform ratio). ``max_drop``
+instead finds the largest reduction whose masked validation drop stays within the limit.
 
 Example:
     >>> Budget(flops=0.5).describe()
@@ -163,8 +166,8 @@ def search_budget(model: nn.Module, task, config: PruneConfig, budget: Budget, *
                 high = middle
         return _allocate(drops, savings, 10**high, cap)
 
-    def measured(target: float) -> tuple[dict[str, float], float]:
-        base = ratios_for(1.0 - target)
+    def measured(target: float, base: dict[str, float] | None = None) -> tuple[dict[str, float], float]:
+        base = base if base is not None else ratios_for(1.0 - target)
         low, high, best = 0.0, 1.0 / max(max(base.values(), default=0.0), 0.05), None
         for _ in range(25):  # scale the allocation until the measured quantity meets the target
             scale = (low + high) / 2
@@ -197,10 +200,30 @@ def search_budget(model: nn.Module, task, config: PruneConfig, budget: Budget, *
             value = meter.fraction(ratios)
         return ratios, value
 
+    def best_on_validation(target: float, searched: tuple[dict[str, float], float]) -> tuple[dict[str, float], float]:
+        """The searched allocation, one uniform ratio, or their average: whichever keeps the most
+        validation quality under masks (each meets the target)."""
+        uniform = measured(target, {n: 1.0 for n in drops})
+        average = measured(target, {n: (searched[0][n] + uniform[0][n]) / 2 for n in drops})
+        scored = []
+        for label, (ratios, value) in (("searched", searched), ("average", average), ("uniform", uniform)):
+            with apply_masks(work, meter.keep(ratios)):
+                metric = task.evaluate(work, "val")
+            probes.append({"target": target, "candidate": label, budget.quantity: value, "metric": metric})
+            if abs(value - target) <= tolerance * target:
+                scored.append((metric, label == "searched", ratios, value))
+        if not scored:
+            return searched
+        _, _, ratios, value = max(scored, key=lambda s: (s[0], s[1]))
+        return ratios, value
+
     if budget.max_drop is None:
-        ratios, value = measured(getattr(budget, budget.quantity))
-        if abs(value - getattr(budget, budget.quantity)) > tolerance * getattr(budget, budget.quantity) and value > 1 - 1e-9:
+        target = getattr(budget, budget.quantity)
+        ratios, value = measured(target)
+        if abs(value - target) > tolerance * target and value > 1 - 1e-9:
             raise PruningTargetError(f"cannot reach {budget.describe()}: the prunable layers allow at most {value:.0%}")
+        if drops and budget.quantity != "latency":  # latency measurements are too noisy to compare candidates
+            ratios, value = best_on_validation(target, (ratios, value))
         return BudgetResult(ratios, {budget.quantity: value}, sensitivity, probes)
     full_metric = task.evaluate(work, "val")
     best = ({**fixed_ratios, **{n: 0.0 for n in free}}, 1.0, 0.0)
