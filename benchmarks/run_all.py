@@ -83,7 +83,7 @@ BENCHMARKS = (
               "parameters, latency at batch 1 and 32, speed-up vs. MAC reduction, against Torch-Pruning",
               "~5-7 min (--quick ~2 min)"),
     Benchmark("budget_search", "Budget search", "searched per-layer allocation vs. uniform ratios at equal FLOPs",
-              "not measured (~9x --quick)"),
+              "~7 min (--quick: 1 seed)"),
     Benchmark("export_latency", "Export latency", "pruned zoo models in PyTorch and onnxruntime after "
               "`export_onnx`, dense vs. pruned, batch 1 and 32", "~1.5 min (--quick ~20 s)"),
     Benchmark("minilm", "MiniLM", "transformer benchmark: FFN neurons and heads of all-MiniLM-L6-v2, neuroprune vs. "
