@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
+from omp_policy import POLICIES, reexec_with_omp_policy
 
 import neuroprune as npr
 from neuroprune.data import load_digits
@@ -68,16 +69,6 @@ COMMAND = ".venv/bin/python benchmarks/digits_sweep.py"
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def _reexec_with_passive_omp(policy: str) -> None:
-    """Restart with ``OMP_WAIT_POLICY`` set (OpenMP reads it only when torch loads it)."""
-    if policy == "env" or os.environ.get("OMP_WAIT_POLICY", "").lower() == policy or os.environ.get("_SWEEP_REEXEC"):
-        return
-    env = dict(os.environ, OMP_WAIT_POLICY=policy.upper(), _SWEEP_REEXEC="1")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
 def _version(distribution: str) -> str:
@@ -428,11 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 seeds, 100 timed forwards instead of 300")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--latency-runs", type=int, default=None, help="timed forwards per model (default 300)")
-    parser.add_argument("--omp-wait-policy", choices=["passive", "active", "env"], default="passive")
+    parser.add_argument("--omp-wait-policy", choices=POLICIES, default="passive")
     parser.add_argument("--out", default=str(RESULTS / "digits_sweep.md"),
                         help="Markdown file; the .png plot and .json numbers go next to it")
     args = parser.parse_args(argv)
-    _reexec_with_passive_omp(args.omp_wait_policy)
+    reexec_with_omp_policy(args.omp_wait_policy)
     torch.set_num_threads(args.threads)
     seeds = list(range(2 if args.quick else args.seeds))
     if not seeds:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from omp_policy import POLICIES, reexec_with_omp_policy
 
 import neuroprune as npr
 from neuroprune.data import load_digits
@@ -55,16 +56,6 @@ BATCHES = (1, 32)
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMAND = ".venv/bin/python benchmarks/export_latency.py"
 VARIANTS = ("PyTorch dense", "PyTorch pruned", "ORT dense", "ORT pruned")
-
-
-def _reexec_with_passive_omp(policy: str) -> None:
-    """Restart with ``OMP_WAIT_POLICY`` set (OpenMP reads it only when torch loads it)."""
-    if policy == "env" or os.environ.get("OMP_WAIT_POLICY", "").lower() == policy or os.environ.get("_EXPORT_REEXEC"):
-        return
-    env = dict(os.environ, OMP_WAIT_POLICY=policy.upper(), _EXPORT_REEXEC="1")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
 def progress(message: str) -> None:
@@ -295,12 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads")
     parser.add_argument("--ort-spinning", action="store_true",
                         help="let onnxruntime's threads spin-wait (its default; off here, like OMP_WAIT_POLICY=PASSIVE)")
-    parser.add_argument("--omp-wait-policy", choices=["passive", "active", "env"], default="passive")
+    parser.add_argument("--omp-wait-policy", choices=POLICIES, default="passive")
     parser.add_argument("--no-cli", action="store_true", help="skip the `neuroprune export` CLI check")
     parser.add_argument("--keep-onnx", default=None, help="folder to keep the ONNX files in (default: a temp dir)")
     parser.add_argument("--out", default=str(RESULTS / "export_latency.md"), help="Markdown output (.json next to it)")
     args = parser.parse_args(argv)
-    _reexec_with_passive_omp(args.omp_wait_policy)
+    reexec_with_omp_policy(args.omp_wait_policy)
     torch.set_num_threads(args.threads)
     runs = args.runs or (30 if args.quick else 50)
     if runs < 30:
