@@ -25,7 +25,7 @@ from neuroprune import PruneConfig, prune  # noqa: E402
 from neuroprune.adapters import adapter_for  # noqa: E402
 from neuroprune.adapters.hf import load_model, load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.cli.main import main  # noqa: E402
-from neuroprune.errors import ConfigError, NoSignalError  # noqa: E402
+from neuroprune.errors import CheckpointError, ConfigError, NoSignalError  # noqa: E402
 from neuroprune.recover.distill import distill  # noqa: E402
 from neuroprune.recover.reconstruct import reconstruct  # noqa: E402
 from neuroprune.scoring import ScoringInput, score  # noqa: E402
@@ -341,6 +341,21 @@ def test_cli_errors_are_one_line(tmp_path, model_dir, capsys):
     assert "needs a Hugging Face model" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="not a local folder"):
         load_model("missing/model")
+    assert main(["prune", "--model", f"hf:{model_dir}", "--data", f"text:{text}", "--train-epochs", "2",
+                 "--quiet"]) == 2
+    assert "--train-epochs is not available for hf models" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot load hf model"):
+        load_model(str(broken))
+
+
+def test_load_pretrained_refuses_folders_it_did_not_write(tmp_path, model_dir):
+    with pytest.raises(CheckpointError, match="has no readable config.json"):
+        load_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no 'neuroprune_original' entry"):
+        load_pretrained(model_dir)  # a plain transformers folder, not pruned by neuroprune
 
 
 def test_neighbour_agreement_and_summary():

@@ -226,6 +226,13 @@ def test_obs_refuses_groups_read_by_other_layers_and_bad_damping():
         score(ScoringInput(model, graph, stats), "obs", {"damping": -1})
 
 
+def test_obs_needs_the_gram_statistics(setting):
+    model, graph, batches = setting
+    stats = collect_statistics(model, graph, batches, loss_fn, progress=False)  # without gram=True
+    with pytest.raises(DataError, match="criterion 'obs': no input statistics for 2"):
+        score(ScoringInput(model, graph, stats), "obs")
+
+
 def test_explain_leaves_out_criteria_that_cannot_score_the_model_unless_asked_for():
     from neuroprune import ClassificationTask, PruneConfig, prune
     from neuroprune.data import load_digits

@@ -354,7 +354,7 @@ def load_pretrained(folder: str | os.PathLike) -> nn.Module:
     folder = Path(folder)
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder))
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise CheckpointError(f"{str(folder)!r} has no readable config.json: {error}") from error
     restore_original_config(config)
     architectures = getattr(config, "architectures", None) or []
