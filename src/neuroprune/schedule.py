@@ -28,6 +28,7 @@ from .checkpoint import LoopState, checkpoint_exists, load_checkpoint, save_chec
 from .graph.groups import DependencyGraph
 from .io import save
 from .plan import PruningPlan
+from .quality import lower_is_better, quality_drop
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
 from .policy import GroupSettings, resolve_policies
@@ -132,7 +133,7 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
         except BaseException:
             handle.remove()
             raise
-        drop = state.reference - metric
+        drop = quality_drop(state.reference, metric, lower_is_better=lower_is_better(task))
         accepted = drop <= config.tolerance
         verdict = "<=" if accepted else ">"
         state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,

@@ -27,6 +27,7 @@ class Task(Protocol):
     """The interface :func:`neuroprune.prune` uses."""
 
     metric_name: str
+    lower_is_better: bool  # False: accuracy-like (absolute drop); True: perplexity-like (relative rise)
 
     def example_input(self) -> Any: ...
     def make_input(self, batch_size: int) -> Any: ...
@@ -60,6 +61,7 @@ class ClassificationTask:
     """
 
     metric_name = "accuracy"
+    lower_is_better = False
 
     def __init__(self, data: DataSplits, *, batch_size: int = 64, calibration_samples: int = 1024, seed: int = 0):
         if len(data.x_train) == 0 or len(data.x_val) == 0 or len(data.x_test) == 0:
