@@ -144,15 +144,23 @@ def test_npz_round_trip(tmp_path, layout: str, shape: tuple[int, ...], expected:
     assert torch.equal(splits.y_test, torch.from_numpy(arrays["y_test"]).long())
     for _, y in _parts(splits).values():
         assert set(y.tolist()) == {0, 1, 2}  # stratified validation split
-    flat_train = splits.x_train.reshape(len(splits.x_train), -1)
-    assert torch.allclose(flat_train.mean(dim=0), torch.zeros(flat_train.shape[1]), atol=1e-5)
+    raw = torch.from_numpy(_npz_layout_reference(arrays["x_test"], layout)).float()
+    assert torch.equal(splits.x_test, raw) and not splits.standardized  # used as stored
     assert splits.x_train.dtype == torch.float32 and splits.y_train.dtype == torch.int64
 
 
-def test_npz_held_out_splits_use_train_statistics(tmp_path) -> None:
+def _npz_layout_reference(x: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "flat":
+        return x.reshape(len(x), -1)
+    return x[:, None] if layout == "image" and x.ndim == 3 else x
+
+
+def test_npz_standardize_uses_train_statistics(tmp_path) -> None:
     arrays = _arrays()
     arrays["x_test"] = arrays["x_train"][:10] * 1.0  # same raw rows as the first train samples
-    splits = load_npz(_save(tmp_path, **arrays))
+    splits = load_npz(_save(tmp_path, **arrays), standardize=True)
+    flat_train = splits.x_train.reshape(len(splits.x_train), -1)
+    assert torch.allclose(flat_train.mean(dim=0), torch.zeros(flat_train.shape[1]), atol=1e-5)
     seen = torch.cat([splits.x_train, splits.x_val]).reshape(40, -1)
     for row in splits.x_test.reshape(10, -1):  # scaled exactly like its twin, not on its own
         assert torch.isclose(seen, row, atol=1e-5).all(dim=1).any()

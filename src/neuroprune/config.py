@@ -26,6 +26,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _quote(value: Any) -> str:
+    """A bad value as the user wrote it, with its type where that is the problem: ``'3' (a string)``."""
+    kinds = {str: "a string", bool: "a boolean", list: "a list", tuple: "a list", dict: "a table"}
+    kind = kinds.get(type(value))
+    return f"{value!r} ({kind})" if kind else str(value)
+
+
+def _bad(name: str, value: Any, rule: str, integer: bool = False) -> str:
+    """``steps must be >= 1, got 0``; a value of the wrong type also says which type was wanted:
+    ``steps must be an integer >= 1, got '3' (a string)``."""
+    if integer and not (isinstance(value, int) and not isinstance(value, bool)) or not _is_number(value):
+        wanted = "an integer" if integer else "a number"
+        condition = rule.removeprefix("be ").removeprefix("a finite number").removeprefix("lie ").strip()
+        wanted = ("a finite number" if rule.startswith("be a finite") else wanted) + (f" {condition}" if condition else "")
+        return f"{name} must be {wanted}, got {_quote(value)}"
+    return f"{name} must {rule}, got {value}"
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """How :func:`neuroprune.prune` scores, removes, validates and recovers."""
@@ -53,9 +71,29 @@ class PruneConfig:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ignore", tuple(self.ignore))
-        object.__setattr__(self, "layers", tuple(LayerPolicy(**p) if isinstance(p, dict) else p for p in self.layers))
-        problems = self.problems()
+        problems = []
+        ignore = self.ignore
+        if isinstance(ignore, str):  # one module path, never its letters
+            ignore = (ignore,)
+        elif isinstance(ignore, (list, tuple, set, frozenset)):
+            ignore = tuple(ignore)
+        object.__setattr__(self, "ignore", ignore)
+        layers = self.layers
+        if isinstance(layers, (LayerPolicy, dict)):
+            layers = (layers,)
+        if isinstance(layers, (list, tuple)):
+            converted = []
+            for i, policy in enumerate(layers):
+                if isinstance(policy, dict):
+                    try:
+                        policy = LayerPolicy(**policy)
+                    except TypeError as error:
+                        problems.append(f"layers[{i}]: {error}; allowed keys: {', '.join(LayerPolicy.keys())}")
+                        continue
+                converted.append(policy)
+            layers = tuple(converted)
+        object.__setattr__(self, "layers", layers)
+        problems += self.problems()
         if problems:
             raise ConfigError(problems)
 
@@ -67,34 +105,50 @@ class PruneConfig:
         if (self.ratio is None) == (self.threshold is None):
             p.append("give exactly one of ratio and threshold")
         if self.ratio is not None and not (_is_number(self.ratio) and 0 <= self.ratio < 1):
-            p.append(f"ratio must lie in [0, 1), got {self.ratio}")
+            p.append(_bad("ratio", self.ratio, "lie in [0, 1)"))
         if self.threshold is not None and not (_is_number(self.threshold) and math.isfinite(self.threshold) and self.threshold >= 0):
-            p.append(f"threshold must be a finite number >= 0, got {self.threshold}")
+            p.append(_bad("threshold", self.threshold, "be a finite number >= 0"))
         if self.scope not in SCOPES:
             p.append(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         for name, low in (("steps", 1), ("min_width", 1), ("round_to", 1), ("finetune_epochs", 0),
-                          ("max_retries", 0), ("latency_runs", 1)):
+                          ("max_retries", 0), ("latency_runs", 1), ("seed", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                p.append(f"{name} must be >= {low}, got {value}")
+                p.append(_bad(name, value, f"be >= {low}", integer=True))
         if not (_is_number(self.tolerance) and math.isfinite(self.tolerance) and self.tolerance >= 0):
-            p.append(f"tolerance must be a finite number >= 0, got {self.tolerance}")
+            p.append(_bad("tolerance", self.tolerance, "be a finite number >= 0"))
         if not (_is_number(self.learning_rate) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            p.append(f"learning_rate must be > 0, got {self.learning_rate}")
+            p.append(_bad("learning_rate", self.learning_rate, "be > 0"))
         if not (_is_number(self.distill_weight) and 0 <= self.distill_weight <= 1):
-            p.append(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
-        if not (_is_number(self.distill_temperature) and self.distill_temperature > 0):
-            p.append(f"distill_temperature must be > 0, got {self.distill_temperature}")
+            p.append(_bad("distill_weight", self.distill_weight, "lie in [0, 1]"))
+        if not (_is_number(self.distill_temperature) and math.isfinite(self.distill_temperature)
+                and self.distill_temperature > 0):
+            p.append(_bad("distill_temperature", self.distill_temperature, "be > 0"))
         if not (_is_number(self.activation_threshold) and math.isfinite(self.activation_threshold)):
-            p.append(f"activation_threshold must be finite, got {self.activation_threshold}")
-        for policy in self.layers:
-            p.extend(policy.problems())
-        try:
-            criterion = get_criterion(self.criterion)
-            criterion.check_options(dict(self.criterion_options))
-            criterion.needs(dict(self.criterion_options))
-        except NeuropruneError as error:
-            p.append(str(error).removeprefix("invalid configuration: "))
+            p.append(_bad("activation_threshold", self.activation_threshold, "be a finite number"))
+        for name in ("reconstruct", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                p.append(f"{name} must be true or false, got {_quote(getattr(self, name))}")
+        if not isinstance(self.ignore, tuple) or not all(isinstance(path, str) for path in self.ignore):
+            p.append(f"ignore must be a list of module paths (strings), got {_quote(self.ignore)}")
+        if not isinstance(self.layers, tuple) or not all(isinstance(policy, LayerPolicy) for policy in self.layers):
+            p.append(f"layers must be a list of LayerPolicy objects or dicts, got {_quote(self.layers)}")
+        else:
+            for policy in self.layers:
+                p.extend(policy.problems())
+        if not isinstance(self.criterion_options, dict):
+            p.append(f"criterion_options must be a table of option names to values, got {_quote(self.criterion_options)}")
+        elif not isinstance(self.criterion, str):
+            p.append(f"criterion must be a name (string), got {_quote(self.criterion)}")
+        else:
+            try:
+                criterion = get_criterion(self.criterion)
+                criterion.check_options(dict(self.criterion_options))
+                criterion.needs(dict(self.criterion_options))
+            except NeuropruneError as error:
+                p.append(str(error).removeprefix("invalid configuration: "))
+            except (TypeError, ValueError) as error:
+                p.append(f"options of criterion {self.criterion!r}: {error}")
         return p
 
     def to_dict(self) -> dict[str, Any]:

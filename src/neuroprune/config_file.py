@@ -51,33 +51,64 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> list[st
     return [f"{where}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}" for k in unknown]
 
 
-def load_config_file(path: str | os.PathLike, **overrides: Any) -> PruneConfig:
-    """Read ``[prune]`` settings and ``[[layer]]`` policies; ``overrides`` win over the file."""
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed TOML of a settings file; a missing file, a folder, bytes that are not UTF-8 or
+    invalid TOML are a :class:`~neuroprune.errors.ConfigError` naming the file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as error:
         raise ConfigError([f"config file {str(path)!r} does not exist"]) from error
+    except IsADirectoryError as error:
+        raise ConfigError([f"config file {str(path)!r} is a folder; give a .toml file"]) from error
+    except PermissionError as error:
+        raise ConfigError([f"config file {str(path)!r} cannot be read: permission denied"]) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not a UTF-8 text file (byte {error.start} is {error.object[error.start]:#04x}); "
+                           "TOML files must be UTF-8"]) from error
+    except OSError as error:
+        raise ConfigError([f"config file {str(path)!r} cannot be read: {error.strerror or error}"]) from error
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
+
+
+def load_config_file(path: str | os.PathLike, **overrides: Any) -> PruneConfig:
+    """Read ``[prune]`` settings and ``[[layer]]`` policies; ``overrides`` win over the file.
+
+    Every problem (unknown keys, wrong types, a ``[layer]`` table written for ``[[layer]]``,
+    values out of range) is reported in one :class:`~neuroprune.errors.ConfigError`.
+    """
+    path = Path(path)
+    data = read_config_file(path)
     problems = _check_keys(data, {"prune", "layer"}, str(path))
     prune = data.get("prune", {})
+    if not isinstance(prune, dict):
+        problems.append(f"{path}: 'prune' must be a table ([prune]), got {prune!r}")
+        prune = {}
     problems += _check_keys(prune, _PRUNE_KEYS, f"{path} [prune]")
     layers = data.get("layer", [])
+    if isinstance(layers, dict):
+        problems.append(f"{path}: [layer] is a single table; write each layer policy as [[layer]] (an array of "
+                        "tables, double brackets)")
+        layers = []
+    elif not isinstance(layers, list) or not all(isinstance(table, dict) for table in layers):
+        problems.append(f"{path}: 'layer' must be [[layer]] tables, got {layers!r}")
+        layers = []
     policies = []
-    for i, table in enumerate(layers if isinstance(layers, list) else []):
+    for i, table in enumerate(layers):
         where = f"{path} [[layer]] #{i + 1}"
         problems += _check_keys(table, set(_LAYER_KEYS), where)
-        try:
-            policy = LayerPolicy(**{_LAYER_KEYS[k]: v for k, v in table.items() if k in _LAYER_KEYS})
-        except TypeError as error:
-            problems.append(f"{where}: {error}")
-            continue
+        policy = LayerPolicy(**{_LAYER_KEYS[k]: v for k, v in table.items() if k in _LAYER_KEYS})
         problems += [f"{where}: {p}" for p in policy.problems()]
         policies.append(policy)
     settings = {k: v for k, v in prune.items() if k in _PRUNE_KEYS}
-    if "ignore" in settings:
+    if isinstance(settings.get("ignore"), list):
         settings["ignore"] = tuple(settings["ignore"])
+    elif "ignore" in settings and not isinstance(settings["ignore"], str):
+        problems.append(f"{path} [prune]: ignore must be a list of module paths, e.g. ignore = [\"fc1\"], "
+                        f"got {settings.pop('ignore')!r}")
     settings.update(overrides)
     settings["layers"] = tuple(policies)
     if "threshold" in settings and "ratio" not in settings:
@@ -87,8 +118,6 @@ def load_config_file(path: str | os.PathLike, **overrides: Any) -> PruneConfig:
         config = PruneConfig(**settings)
     except ConfigError as error:
         problems += [p for p in error.problems if not any(p in q for q in problems)]
-    except TypeError as error:
-        problems.append(f"{path}: {error}")
     if problems:
         raise ConfigError(problems)
     return config

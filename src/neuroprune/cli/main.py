@@ -11,6 +11,7 @@ import sys
 
 from ..errors import NeuropruneError
 from . import criteria, demo, export, prune, sensitivity, train_prune
+from .common import warnings_as_lines
 
 EPILOG = """\
 examples:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given, so that they override a --config file
     try:
-        return args.run(args)
+        with warnings_as_lines():  # neuroprune warnings: one line each on stderr
+            return args.run(args)
     except NeuropruneError as error:
         print(f"neuroprune: error: {error}", file=sys.stderr)
         return 2

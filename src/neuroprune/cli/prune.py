@@ -12,7 +12,7 @@ from ..explain import explain
 from ..report.scores_csv import write_scores_csv
 from ..report.table import format_report, write_report_json
 from ..schedule import PruneResult, prune
-from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args,
+from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
                      parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
 
 EXAMPLES = """\
@@ -72,13 +72,13 @@ def budget_from_args(args: argparse.Namespace) -> Budget | None:
 def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResult:
     """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder."""
     budget = budget_from_args(args)
-    extra: dict = {}
+    extra: dict = {"data": data_entry(task, args)}
     if budget is not None:
         found = search_budget(model, task, config, budget, progress=config.progress)
         print_err(f"budget search ({budget.describe()}): achieved {found.achieved}; per-layer ratios "
                   + ", ".join(f"{name} {ratio:.2f}" for name, ratio in found.ratios.items()))
         config = found.config(config)
-        extra = {"budget": {"target": budget.describe(), "ratios": found.ratios, "achieved": found.achieved},
+        extra |= {"budget": {"target": budget.describe(), "ratios": found.ratios, "achieved": found.achieved},
                  "sensitivity": found.sensitivity["layers"]}
     checkpoint = args.checkpoint
     if checkpoint is None and args.out and (config.steps > 1 or args.resume):
@@ -106,8 +106,15 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
 
 def run_hf(args: argparse.Namespace, config) -> int:
     """``--model hf:...``: a text task (fidelity to the unpruned model), FFN neurons and heads."""
-    from ..adapters.hf import load_model, plain_loadable
+    from ..errors import DependencyError
     from ..text_task import TextTask, read_sentences
+
+    try:
+        from ..adapters.hf import load_model, plain_loadable
+    except ImportError as error:  # the real reason, e.g. a broken torchvision next to transformers
+        cause = error.__cause__ or error
+        raise DependencyError(f"{args.model} needs the transformers package, which cannot be imported here: "
+                              f"{type(cause).__name__}: {cause}") from error
 
     if not args.data.startswith("text:"):
         raise ConfigError([f"hf models take text data: pass --data text:FILE (one sentence per line), not {args.data!r}"])

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     model, task = trained_model_and_task(args, config.progress)
     result = analyse_sensitivity(model, task, config, ratios=ratios, progress=config.progress)
+    result["data"] = task.data.describe()
     print(format_sensitivity(result))
     if args.json:
         with open(args.json, "w") as handle:

@@ -13,6 +13,7 @@ from ..report.metrics import measure_model
 from ..report.table import format_report, write_report_json
 from ..schedule import PruneResult
 from ..task import ClassificationTask
+from ..probe import probe_model
 from .common import add_data_arguments, build_from_spec, check_output, load_data_for, seed_everything
 
 EXAMPLES = """\
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if any(token.split("=")[0] == "--calibration-samples" for token in getattr(args, "argv", [])):
+        raise ConfigError([f"--calibration-samples has no effect in train-prune: its criteria ({args.criterion} "
+                           "among magnitude, random) read weights only, never calibration data"])
     check_output(args)
     start = args.start_epoch if args.start_epoch is not None else max(0, args.epochs // 10)
     end = args.end_epoch if args.end_epoch is not None else max(start + 1, int(args.epochs * 0.7))
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     data = load_data_for(args.model, args)
     model = build_from_spec(args.model, data)
+    probe_model(model, data)
     task = ClassificationTask(data, batch_size=args.batch_size, seed=args.seed).bind(model)
     per_epoch = math.ceil(len(data.x_train) / args.batch_size)
     pruner = GradualPruner(model, task.example_input(), ratio=args.ratio, start=start * per_epoch, end=end * per_epoch,
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     widths = {g.name: g.size - len(pruner.masked[g.name]) for g in pruner.graph.groups}
     report = {"metric": task.metric_name, "before": before, "after": after, "steps": records,
               "layers": [{"name": g.name, "width_before": g.size, "width_after": widths[g.name]} for g in pruner.graph.groups],
-              "fixed_layers": pruner.graph.frozen,
+              "fixed_layers": pruner.graph.frozen, "data": data.describe(),
               "config": {"mode": "train-prune", "ratio": args.ratio, "epochs": args.epochs, "start_epoch": start,
                          "end_epoch": end, "schedule": args.schedule, "criterion": args.criterion, "lr": args.lr}}
     print(format_report(report))

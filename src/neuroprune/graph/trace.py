@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterable
 
 import torch.fx as fx
@@ -44,6 +45,11 @@ class PruningTracer(fx.Tracer):
 
 def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
     """Trace ``model``; a failure names the module being traced and how to leave it alone."""
+    reserved = sorted(name for name, _ in model.named_modules() if any(keyword.iskeyword(part) for part in name.split(".")))
+    if reserved:
+        raise UnsupportedModuleError(
+            f"cannot trace the model: module names {', '.join(repr(n) for n in reserved)} are Python keywords, which "
+            "torch.fx cannot write as code; rename those attributes (e.g. 'if' -> 'if_')")
     tracer = PruningTracer(ignore)
     try:
         graph = tracer.trace(model)
@@ -55,4 +61,8 @@ def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
         raise UnsupportedModuleError(
             f"cannot trace {where}: {type(error).__name__}: {error}. Control flow that depends on "
             f"tensor values cannot be followed; {hint}") from error
-    return fx.GraphModule(model, graph, class_name=type(model).__name__)
+    try:
+        return fx.GraphModule(model, graph, class_name=type(model).__name__)
+    except SyntaxError as error:  # names fx cannot turn into Python code
+        raise UnsupportedModuleError(f"cannot trace the model: torch.fx cannot write its forward as code "
+                                     f"({error.msg}); rename modules whose names are not Python identifiers") from error
