@@ -8,8 +8,11 @@ accuracy drops by more than ``--tolerance``), the model is fine-tuned, and the r
 a folder that reloads without pickle.
 
 Bring your own MNIST: an ``.npz`` with ``x_train, y_train, x_test, y_test`` (Keras' ``mnist.npz``
-has exactly these arrays; images of 28x28 are flattened to 784 features). Without internet, make
-an MNIST-shaped file from scikit-learn's bundled 8x8 digits, upscaled to 28x28::
+has exactly these arrays; images of 28x28 are flattened to 784 features). The arrays are used as
+stored, pixels 0..255; the write-up's preprocessing (divide by 255) is the network's first
+operation, like a Keras ``Rescaling(1/255)`` layer, so the command line feeds the trained network
+exactly what it was trained on. Without internet, make an MNIST-shaped file from scikit-learn's
+bundled 8x8 digits, upscaled to 28x28::
 
     python examples/write_up_scenario.py --make-demo-npz mnist.npz
     python examples/write_up_scenario.py --data mnist.npz --out write-up-out
@@ -41,11 +44,17 @@ from neuroprune.recover.finetune import finetune
 from neuroprune.report.table import format_report
 
 
-class WriteUpNet(nn.Module):
-    """Dense(128, relu) -> Dense(64, relu) -> Dense(10): the write-up's Keras model in PyTorch.
+PIXEL_SCALE = 255.0
+"""MNIST pixels are bytes; the write-up divides them by 255."""
 
-    The write-up ends with a softmax and categorical cross-entropy; here the network returns
-    logits and the task applies cross-entropy, which is the same thing computed stably.
+
+class WriteUpNet(nn.Module):
+    """x / 255 -> Dense(128, relu) -> Dense(64, relu) -> Dense(10): the write-up's Keras model in PyTorch.
+
+    The write-up scales the pixels to [0, 1] before the network; here that scaling is the first
+    operation of the forward, so the model takes pixels as stored (0..255). The write-up ends with
+    a softmax and categorical cross-entropy; here the network returns logits and the task applies
+    cross-entropy, which is the same thing computed stably.
     """
 
     def __init__(self, in_features: int = 784, num_classes: int = 10):
@@ -55,7 +64,7 @@ class WriteUpNet(nn.Module):
         self.fc3 = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, 1)
+        x = torch.flatten(x, 1) / PIXEL_SCALE  # the write-up's preprocessing: pixels to [0, 1]
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
@@ -122,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"wrote {args.make_demo_npz} (MNIST-shaped: 28x28 uint8 images from scikit-learn's digits)")
     data_path = args.data or args.make_demo_npz
 
-    # validation_split=0.2 as in the write-up: the validation split drives the rollback decisions
+    # validation_split=0.2 as in the write-up: the validation split drives the rollback decisions;
+    # the pixels are used as stored (0..255), exactly what `neuroprune prune --data npz:...` feeds the model
     splits = load_npz(data_path, layout="flat", val_fraction=0.2, seed=args.seed)
     if args.samples:
         splits = dataclasses.replace(splits, x_train=splits.x_train[:args.samples], y_train=splits.y_train[:args.samples])
