@@ -112,3 +112,7 @@ class MeasurementWarning(NeuropruneWarning):
 
 class DependencyError(NeuropruneError, ImportError):
     """An optional package (e.g. ``transformers``) cannot be imported; the message says why."""
+
+
+class ReportError(NeuropruneError, ValueError):
+    """A report (dict or ``report.json``) or the scores handed to a report writer are malformed."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -40,7 +41,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from .adapters import get_adapter
-from .errors import CheckpointError, OutputExistsError, PlanError
+from .errors import CheckpointError, ConfigError, OutputExistsError, PlanError, WeightsWarning
 from .plan import PruningPlan
 from .surgery.apply import apply_keep
 from .surgery.registry import handler_for
@@ -148,7 +149,7 @@ def load(folder: str | os.PathLike, model_or_builder: nn.Module | Callable[[], n
     elif callable(model_or_builder):
         model = model_or_builder()
     else:
-        raise TypeError("model_or_builder must be an nn.Module or a function returning one")
+        raise ConfigError([f"model_or_builder must be an nn.Module or a function returning one, got {type(model_or_builder).__name__}"])
     model = apply_plan(model, plan, inplace=True)
     _load_safetensors_into(model, weights)
     return model
@@ -178,30 +179,73 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     raise CheckpointError("the file holds no state_dict (a mapping of names to tensors)")
 
 
+def _sniff_format(path: Path) -> str | None:
+    """``"safetensors"``, ``"zip"`` (torch.save), ``"pickle"`` (older torch.save) or ``None``, from the first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    return None
+
+
+def _read_state(path: Path, allow_pickle: bool) -> Any:
+    kind = _sniff_format(path)
+    if kind == "safetensors":  # whatever its suffix
+        try:
+            return safetensors.torch.load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"cannot read {path}: a corrupt or truncated safetensors file ({error})") from error
+    if path.suffix == ".safetensors":
+        found = "a torch.save file; rename it to .pt" if kind else "corrupt, truncated or another format"
+        raise CheckpointError(f"cannot read {path}: not a valid safetensors file ({found})")
+    if kind is None:
+        raise CheckpointError(f"cannot read {path}: neither a safetensors nor a torch.save file (corrupt, truncated or "
+                              "another format); save weights with safetensors.torch.save_model(model, path) or "
+                              "torch.save(model.state_dict(), path)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as error:  # UnpicklingError, RuntimeError for corrupt zips, …
+        message = str(error)
+        if allow_pickle or "Unsupported global" not in message:
+            found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:Check the documentation|$)", message, re.DOTALL)
+            reason = " ".join(found.group(1).split()) if found else (message.strip().splitlines() or [type(error).__name__])[0]
+            raise CheckpointError(f"cannot read {path}: the file is corrupt, truncated or not a state_dict "
+                                  f"({reason})") from error
+        raise CheckpointError(f"{path} contains pickled objects, which neuroprune does not unpickle by default "
+                              "(unpickling runs code from the file). Save a state_dict or safetensors "
+                              "instead, or pass allow_pickle=True (--allow-pickle) if you trust the file") from error
+
+
+def _warn_about_casts(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    cast = sorted(name for name, tensor in state.items() if name in own and own[name].is_floating_point()
+                  and isinstance(tensor, torch.Tensor) and not tensor.is_floating_point() and not tensor.is_complex())
+    if cast:
+        import warnings
+
+        shown = ", ".join(f"{name} ({state[name].dtype})" for name in cast[:5]) + (", …" if len(cast) > 5 else "")
+        warnings.warn(WeightsWarning(f"{path}: {len(cast)} integer weight tensor(s) cast to the model's float dtype: "
+                                     f"{shown}; check that these are the trained weights"), stacklevel=3)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, *, allow_pickle: bool = False) -> nn.Module:
     """Load a user's trained weights (``.safetensors`` or a saved ``state_dict``) into ``model``.
 
-    Pickled objects (whole modules, custom classes) are refused unless ``allow_pickle=True``:
-    unpickling runs code from the file.
+    The format is recognised from the file's first bytes, so a safetensors file with another
+    suffix loads too. Pickled objects (whole modules, custom classes) are refused unless
+    ``allow_pickle=True``: unpickling runs code from the file. A corrupt or truncated file is a
+    :class:`~neuroprune.errors.CheckpointError` saying so. Integer tensors loaded into float
+    parameters give a :class:`~neuroprune.errors.WeightsWarning`.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        try:
-            state = safetensors.torch.load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"cannot read {path}: {error}") from error
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-        except Exception as error:  # UnpicklingError, RuntimeError for corrupt zips, …
-            if allow_pickle or "weights_only" not in str(error).lower():
-                raise CheckpointError(f"cannot read {path}: {error}") from error
-            raise CheckpointError(f"{path} contains pickled objects, which neuroprune does not unpickle by default "
-                                  "(unpickling runs code from the file). Save a state_dict or safetensors "
-                                  "instead, or pass allow_pickle=True (--allow-pickle) if you trust the file") from error
-        state = _unwrap_state_dict(state)
+    state = _unwrap_state_dict(_read_state(path, allow_pickle))
+    _warn_about_casts(model, state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

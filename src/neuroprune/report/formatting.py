@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import ReportError
+
 SIDE_KEYS = ("params", "flops", "size_bytes", "accuracy", "latency_ms")
 
 
@@ -17,10 +19,10 @@ def side(report: dict[str, Any], key: str) -> dict[str, Any]:
     """Return ``report[key]`` after checking that it has every metrics key."""
     side = report.get(key)
     if not isinstance(side, dict):
-        raise ValueError(f"report[{key!r}] must be a dict of metrics, got {side!r}")
+        raise ReportError(f"report[{key!r}] must be a dict of metrics, got {side!r}")
     missing = [k for k in SIDE_KEYS if k not in side]
     if missing:
-        raise ValueError(f"report[{key!r}] lacks the keys {missing!r}")
+        raise ReportError(f"report[{key!r}] lacks the keys {missing!r}")
     return side
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,11 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import ConfigError, MeasurementWarning
+
+MIN_RELIABLE_RUNS = 20
+"""Latency medians from fewer timed runs are marked unreliable (one run of 0.04 ms can read "42x faster")."""
 
 
 @dataclasses.dataclass
@@ -148,9 +154,9 @@ def measure_latency_ms(
         True
     """
     if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs!r}")
+        raise ConfigError([f"runs must be at least 1, got {runs!r}"])
     if warmup < 0:
-        raise ValueError(f"warmup must be at least 0, got {warmup!r}")
+        raise ConfigError([f"warmup must be at least 0, got {warmup!r}"])
     cuda_devices = _cuda_devices(model, example_input)
     times = []
     with _eval_mode(model), torch.inference_mode():
@@ -195,7 +201,10 @@ def measure_model(
     """
     for batch_size in batch_sizes:
         if batch_size < 1:
-            raise ValueError(f"batch sizes must be at least 1, got {batch_size!r}")
+            raise ConfigError([f"batch sizes must be at least 1, got {batch_size!r}"])
+    if batch_sizes and runs < MIN_RELIABLE_RUNS:
+        warnings.warn(MeasurementWarning(f"latency from {runs} timed runs (fewer than {MIN_RELIABLE_RUNS}) is noise, "
+                                         "not a speed-up; the report marks it unreliable"), stacklevel=2)
     latency = {
         f"batch_{b}": measure_latency_ms(model, make_input(b), runs=runs, warmup=warmup)
         for b in batch_sizes

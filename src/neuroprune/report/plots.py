@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from ..atomic import write_atomic
+from ..errors import ReportError
 
 #: File name of each figure that :func:`save_figures` writes, in the order it writes them.
 FIGURE_FILES = {
@@ -162,7 +163,7 @@ def plot_sensitivity(report: dict[str, Any]) -> Figure | None:
     for color, (name, curve) in zip(colors, sensitivity.items()):
         ratios, values = list(curve["ratios"]), list(curve["metric"])
         if len(ratios) != len(values):
-            raise ValueError(f"sensitivity of layer {name!r} has {len(ratios)} ratios "
+            raise ReportError(f"sensitivity of layer {name!r} has {len(ratios)} ratios "
                              f"but {len(values)} metric values")
         ax.plot(ratios, values, marker="o", markersize=3, color=color, label=_text(name))
     if report.get("reference_val") is not None:

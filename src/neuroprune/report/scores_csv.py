@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..errors import ReportError
 
 
 def write_scores_csv(
@@ -78,7 +79,7 @@ def _layer_sizes(columns: dict[str, dict[str, list[float]]]) -> dict[str, int]:
             if layer not in sizes:
                 sizes[layer], first[layer] = len(values), criterion
             elif sizes[layer] != len(values):
-                raise ValueError(
+                raise ReportError(
                     f"layer {layer!r} has {sizes[layer]} scores under {first[layer]!r} "
                     f"but {len(values)} under {criterion!r}"
                 )
@@ -90,11 +91,11 @@ def _removed_sets(removed: Mapping[str, Iterable[int]], sizes: dict[str, int]) -
     result = {}
     for layer, indices in removed.items():
         if layer not in sizes:
-            raise ValueError(f"removed neurons are given for layer {layer!r}, which has no scores")
+            raise ReportError(f"removed neurons are given for layer {layer!r}, which has no scores")
         result[layer] = {int(i) for i in indices}
         outside = sorted(i for i in result[layer] if not 0 <= i < sizes[layer])
         if outside:
-            raise ValueError(f"layer {layer!r} has {sizes[layer]} neurons; removed indices "
+            raise ReportError(f"layer {layer!r} has {sizes[layer]} neurons; removed indices "
                              f"{outside} are out of range")
     return result
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..atomic import write_atomic
+from ..errors import ReportError
+from .metrics import MIN_RELIABLE_RUNS
 from .formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
                          format_ms, latency_keys, metric_cells, ratio, side)
 
@@ -51,7 +53,7 @@ def format_report(report: dict[str, Any]) -> str:
     metric = report.get("metric") or "accuracy"
     sections = [
         "neuroprune report\n=================",
-        _summary_section(before, after, metric),
+        _summary_section(before, after, metric, (report.get("config") or {}).get("latency_runs")),
         _steps_section(report.get("steps") or [], metric),
         _layers_section(report.get("layers") or []),
     ]
@@ -95,12 +97,13 @@ def read_report_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         report = json.load(f)
     if not isinstance(report, dict):
-        raise ValueError(f"{str(path)!r} holds a JSON {type(report).__name__}, not an object")
+        raise ReportError(f"{str(path)!r} holds a JSON {type(report).__name__}, not an object")
     return report
 
 
-def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str) -> str:
-    """Render the before/after/change table."""
+def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str, runs: int | None = None) -> str:
+    """Render the before/after/change table; latency from fewer than
+    :data:`~neuroprune.report.metrics.MIN_RELIABLE_RUNS` runs is marked unreliable."""
     rows = [
         ["parameters", format_count(before["params"]), format_count(after["params"]),
          ratio(before["params"], after["params"], "smaller", "larger", 2)],
@@ -117,7 +120,8 @@ def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str)
             f"latency {key.replace('_', ' ')}",
             format_ms(ms_before),
             format_ms(ms_after),
-            ratio(ms_before, ms_after, "faster", "slower", 1),
+            ratio(ms_before, ms_after, "faster", "slower", 1)
+            + (f" (unreliable: {runs} runs)" if isinstance(runs, int) and runs < MIN_RELIABLE_RUNS else ""),
         ])
     table = _render_table(["", "before", "after", "change"], rows, "lrrl")
     return "Summary\n" + table
