@@ -36,7 +36,7 @@ DATA_SPECS = ("digits", "npz:PATH")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 """Arrays an ``.npz`` file must hold for :func:`load_npz`."""
 
-MIN_VAL_SAMPLES = 20
+MIN_VAL_SAMPLES = 10
 """A validation split smaller than this gets a :class:`~neuroprune.errors.DataWarning`."""
 
 LARGE_FEATURE = 1e4

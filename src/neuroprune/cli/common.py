@@ -238,6 +238,10 @@ def _given_dests(args: argparse.Namespace) -> set[str]:
     return {dests[token.split("=")[0]] for token in getattr(args, "argv", []) if token.split("=")[0] in dests}
 
 
+def _verb(flags: list[str]) -> str:
+    return "apply" if len(flags) > 1 else "applies"
+
+
 def _criterion_flag_options(args: argparse.Namespace, criterion: str) -> dict[str, Any]:
     """Criterion options from ``--norm``, ``--include-outgoing``, ``--rank-members``, ``--rank-weights``;
     a flag that does not belong to ``criterion`` is refused rather than dropped."""
@@ -247,10 +251,11 @@ def _criterion_flag_options(args: argparse.Namespace, criterion: str) -> dict[st
     rank_flags = [flag for flag, given in (("--rank-members", args.rank_members), ("--rank-weights", args.rank_weights))
                   if given]
     if magnitude_flags and criterion != "magnitude":
-        problems.append(f"{' and '.join(magnitude_flags)} apply to the magnitude criterion, but the criterion is "
+        problems.append(f"{' and '.join(magnitude_flags)} {_verb(magnitude_flags)} to the magnitude criterion, but the criterion is "
                         f"{criterion!r}")
     if rank_flags and criterion != "rank":
-        problems.append(f"{' and '.join(rank_flags)} apply to the rank criterion, but the criterion is {criterion!r}")
+        problems.append(f"{' and '.join(rank_flags)} {_verb(rank_flags)} to the rank criterion, but the criterion is "
+                        f"{criterion!r}")
     if problems:
         raise ConfigError(problems)
     if args.norm:
@@ -297,7 +302,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
             finetune_epochs = 100
         idle = [f"--{dest.replace('_', '-')}" for dest in ("distill", "distill_temperature") if dest in given]
         if idle:
-            raise ConfigError([f"{' and '.join(idle)} apply to classification models; hf models are recovered by "
+            raise ConfigError([f"{' and '.join(idle)} {_verb(idle)} to classification models; hf models are recovered by "
                                "distilling their sentence embeddings (mean squared error, no temperature): use "
                                "--distill-seconds S and --finetune-epochs N"])
     elif getattr(args, "distill_seconds", None) is not None:

@@ -47,8 +47,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if any(token.split("=")[0] == "--calibration-samples" for token in getattr(args, "argv", [])):
-        raise ConfigError([f"--calibration-samples has no effect in train-prune: its criteria ({args.criterion} "
-                           "among magnitude, random) read weights only, never calibration data"])
+        raise ConfigError([f"--calibration-samples has no effect in train-prune: its criterion ({args.criterion}; "
+                           "choices: magnitude, random) reads weights only, never calibration data"])
     check_output(args)
     start = args.start_epoch if args.start_epoch is not None else max(0, args.epochs // 10)
     end = args.end_epoch if args.end_epoch is not None else max(start + 1, int(args.epochs * 0.7))
