@@ -118,6 +118,8 @@ def load_config_file(path: str | os.PathLike, **overrides: Any) -> PruneConfig:
         config = PruneConfig(**settings)
     except ConfigError as error:
         problems += [p for p in error.problems if not any(p in q for q in problems)]
+    except TypeError as error:  # an override that is no PruneConfig field
+        problems.append(f"{path}: {error}; allowed: {', '.join(sorted(_PRUNE_KEYS))}")
     if problems:
         raise ConfigError(problems)
     return config

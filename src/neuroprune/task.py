@@ -75,7 +75,11 @@ class ClassificationTask:
         self.dtype: torch.dtype | None = None
 
     def bind(self, model: nn.Module) -> ClassificationTask:
-        """Put inputs on the model's device and dtype from now on."""
+        """Put inputs on the model's device and dtype from now on, after checking that the model
+        takes the data and can output every training label (:func:`neuroprune.probe.probe_model`)."""
+        from .probe import probe_model
+
+        probe_model(model, self.data)
         self.device, self.dtype = model_device_dtype(model)
         return self
 

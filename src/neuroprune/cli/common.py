@@ -300,6 +300,8 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
             learning_rate = DISTILL_LR
         if getattr(args, "distill_seconds", None) is not None and finetune_epochs == 0:
             finetune_epochs = 100
+        if "standardize" in given:
+            raise ConfigError(["--standardize applies to npz: data; hf models read text:FILE as it is"])
         idle = [f"--{dest.replace('_', '-')}" for dest in ("distill", "distill_temperature") if dest in given]
         if idle:
             raise ConfigError([f"{' and '.join(idle)} {_verb(idle)} to classification models; hf models are recovered by "
