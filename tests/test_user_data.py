@@ -12,6 +12,8 @@ import json
 import numpy as np
 import pytest
 import safetensors.torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -111,3 +113,32 @@ def test_ratio_with_a_budget_target_is_refused(tmp_path, capsys, budget, fixed):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{fixed[0]} and {budget[0]} both set the target; give one" in err[0]
     assert not out.exists()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(["uint8", "int16", "int64", "float16", "float32", "float64"]),
+       features=st.integers(1, 5), scale=st.sampled_from([1.0, 255.0, 1e3]), seed=st.integers(0, 10_000))
+def test_npz_arrays_reach_the_model_unchanged_but_for_float32(tmp_path, dtype, features, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.random(size=(60, features)) * scale).astype(dtype)
+    y = np.arange(60) % 3
+    path = tmp_path / f"d{seed}.npz"
+    np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    splits = load_npz(path)
+    assert splits.x_test.dtype == torch.float32
+    assert torch.equal(splits.x_test, torch.from_numpy(x[40:].astype(np.float32)))
+    seen = torch.cat([splits.x_train, splits.x_val])
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, x[:40].astype(np.float32).tolist()))
+
+
+def test_export_uses_the_data_as_the_pruning_run_did(user_files, tmp_path):
+    from neuroprune.export import load_folder_for_export
+    from neuroprune.plan import PruningPlan
+
+    folder = user_files["folder"]
+    npr.save(tmp_path / "saved", _build(), PruningPlan())
+    spec, data = f"{folder / 'net.py'}:build", f"npz:{folder / 'digits_raw.npz'}"
+    _, (raw,) = load_folder_for_export(tmp_path / "saved", spec, data=data)
+    _, (scaled,) = load_folder_for_export(tmp_path / "saved", spec, data=data, standardize=True)
+    assert torch.equal(raw, torch.from_numpy(user_files["x_test"][:2]))
+    assert not torch.equal(raw, scaled)

@@ -283,3 +283,21 @@ def test_cli_prints_each_warning_as_one_line(user, capsys):
     assert any("the validation split has only 3 samples" in line for line in warned)
     assert any("latency from 3 timed runs" in line for line in warned)
     assert len(warned) == len(set(warned))  # each once
+
+
+def test_api_prune_finds_the_mismatch_before_any_work():
+    from neuroprune.data import load_digits
+
+    import neuroprune as npr
+
+    model = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(DataMismatchError, match=r"have shape \(64,\).*expects 784 input features"):
+        npr.prune(model, npr.ClassificationTask(load_digits()), npr.PruneConfig(progress=False))
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+
+
+def test_hf_standardize_is_refused_rather_than_ignored(tmp_path, capsys):
+    code = main(["prune", "--model", "hf:x", "--data", "text:s.txt", "--standardize", "--out", str(tmp_path / "o")])
+    errors, _ = _lines(capsys)
+    assert code == 2 and "--standardize applies to npz: data" in errors[0]
