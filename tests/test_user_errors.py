@@ -276,11 +276,14 @@ def test_latency_from_few_runs_warns_and_is_marked_unreliable():
 
 def test_cli_prints_each_warning_as_one_line(user, capsys):
     folder, _ = user
-    _save_npz(folder / "d.npz", n_train=30)
+    y_test = np.zeros(40, dtype=np.int64)
+    y_test[3] = 9
+    _save_npz(folder / "d.npz", n_train=30, y_test=y_test)
     code = _prune(folder, "--ratio", "0.2", "--tolerance", "1", "--latency-runs", "3", "--no-html")
     errors, warned = _lines(capsys)
     assert code == 0 and not errors
     assert any("the validation split has only 3 samples" in line for line in warned)
+    assert any("test labels" in line and "which the model cannot output" in line for line in warned)
     assert any("latency from 3 timed runs" in line for line in warned)
     assert len(warned) == len(set(warned))  # each once
 

@@ -388,10 +388,13 @@ def warnings_as_lines() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("default", NeuropruneWarning)
         original = warnings.showwarning
+        shown: set[str] = set()
 
         def show(message, category, filename, lineno, file=None, line=None):
             if issubclass(category, NeuropruneWarning):
-                print(f"neuroprune: warning: {message}", file=sys.stderr)
+                if str(message) not in shown:  # the same check may run twice (before training, in prune)
+                    shown.add(str(message))
+                    print(f"neuroprune: warning: {message}", file=sys.stderr)
             else:
                 original(message, category, filename, lineno, file, line)
 
