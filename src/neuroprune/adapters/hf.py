@@ -1,27 +1,27 @@
 """Hugging Face ``transformers`` models: FFN neurons and attention heads, with the config kept in sync.
 
-Neuron groups are read from the model's structure, not traced. Every transformer block the
-adapter recognises gives two groups:
+Neuron groups are read from the model's structure, not traced: :mod:`.hf_families` holds the
+block layouts (BERT, LLaMA-style, Phi, Phi-3, ViT/DeiT, DistilBERT, ALBERT, GPT-2, OPT/Whisper/
+BART-style, T5) and finds the blocks. Every block gives a group of FFN neurons (rows of the up
+projection(s), columns of the down projection, e.g. ``<block>.mlp``) and one of whole heads per
+attention (``head_dim`` rows of q, k and v, or slices of a fused qkv projection, and the matching
+columns of the output projection, e.g. ``<block>.self_attn:heads``). With grouped-query attention
+one unit is one key/value group (its key and value head plus the query heads that read them), so
+the grouping stays intact; T5's heads are tied across a stack by its shared relative position bias.
 
-* ``<block>.intermediate.dense`` (BERT) or ``<block>.mlp`` (LLaMA): the FFN's intermediate
-  neurons, i.e. rows of the up projection(s) and columns of the down projection;
-* ``<block>.attention:heads`` (BERT) or ``<block>.self_attn:heads`` (LLaMA): whole attention
-  heads, i.e. ``head_dim`` rows of the query, key and value projections and the matching columns
-  of the output projection. With grouped-query attention one unit is one key/value group (its
-  key and value head plus the query heads that read them), so the grouping stays intact.
-
-The hidden size (the residual stream) is never touched. All members are ``nn.Linear``, so the
-generic Linear handler masks (zeroed consumer columns are exact for heads too), observes
-(per-token FFN activations and per-head context vectors at the down/output projection's input),
-scores (``w * dL/dw`` summed over a head's output-projection columns equals the head-mask
-gradient of Michel et al. 2019) and cuts. After surgery the attention modules' head counts and
-the config are updated: ``config.neuroprune_intermediate_sizes`` / ``neuroprune_num_heads`` /
-``neuroprune_num_key_value_heads`` list the per-layer result, and where the config can express it
-(uniform FFN widths; uniform head counts on LLaMA-style configs, which carry ``head_dim``) the
-standard fields change too, so plain ``from_pretrained`` reloads a saved folder. Where it cannot
-(different widths per layer, or heads pruned from a BERT, whose head size is derived from the
-head count), plain loading fails loudly on the shape mismatch; :func:`load_pretrained` (or
-``neuroprune.load`` with the original model) reloads it exactly.
+The hidden size (the residual stream) is never touched. Members are ``nn.Linear`` (or GPT-2's
+``Conv1D``, see :mod:`neuroprune.surgery.hf_conv1d`), so the generic handlers mask (zeroed consumer
+columns are exact for heads too), observe (per-token FFN activations and per-head context vectors
+at the down/output projection's input), score (``w * dL/dw`` summed over a head's output-projection
+columns equals the head-mask gradient of Michel et al. 2019) and cut. After surgery the attention
+modules' head counts and the config are updated: ``config.neuroprune_intermediate_sizes`` /
+``neuroprune_num_heads`` / ``neuroprune_num_key_value_heads`` list the per-layer result, and where
+the config can express it (uniform FFN widths; uniform head counts where the config carries the
+head size: ``head_dim`` or T5's ``d_kv``) the standard fields change too, so plain
+``from_pretrained`` reloads a saved folder. Where it cannot (different widths per layer, or heads
+pruned from a model whose head size is derived from the head count, such as BERT or GPT-2), plain
+loading fails loudly on the shape mismatch; :func:`load_pretrained` (or ``neuroprune.load`` with
+the original model) reloads it exactly.
 
 Example:
     >>> from transformers import BertConfig, BertModel
@@ -155,8 +155,8 @@ class HFAdapter(ModelAdapter):
                 pairs = [(attn_out, "attention.output.LayerNorm"), (block.ffn.out, "output.LayerNorm")]
                 sums.update({block.sub(a): block.sub(b) for a, b in pairs if block.sub(b) in names})
                 continue
-            if layout.family != "llama":
-                continue
+            if layout.family != "llama" or block.sub("pre_feedforward_layernorm") in names:
+                continue  # Gemma-2/3 norm the attention output before the residual add ("sandwich" norms)
             if block.sub("post_attention_layernorm") in names:
                 sums[block.sub(attn_out)] = block.sub("post_attention_layernorm")
             parent = block.path.rpartition(".")[0].rpartition(".")[0]  # "model.layers.3" -> "model"
@@ -220,7 +220,8 @@ def update_config(config, counts: list) -> None:
     config.neuroprune_num_key_value_heads = [p[0][2] for _, _, p in counts]
     config.neuroprune_head_dim = counts[0][0].head_dim
     if any(a.cross for _, _, p in counts for a, _, _ in p):
-        config.neuroprune_num_cross_attention_heads = [next((n for a, n, _ in p if a.cross), None) for _, _, p in counts]
+        config.neuroprune_num_cross_attention_heads = [next((n for a, n, _ in per_attention if a.cross), None)
+                                                       for _, _, per_attention in counts]
     for name, found in values.items():
         setattr(config, name, found.pop() if len(found) == 1 else original[name])
     uniform = head_dim_field and all(len(found) == 1 for found in head_fields.values())
@@ -240,8 +241,11 @@ def plain_loadable(model: nn.Module) -> bool:
     for key in CONFIG_FIELDS:
         if hasattr(config, key):
             delattr(config, key)
-    with torch.device("meta"):
-        fresh = type(model)(config)
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # cannot even be built from its config
+        return False
     ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     theirs = {name: tuple(t.shape) for name, t in fresh.state_dict().items()}
     return ours == theirs
