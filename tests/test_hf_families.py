@@ -377,3 +377,38 @@ def test_an_unknown_family_lists_what_is_supported():
     model = T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
     with pytest.raises(UnsupportedModuleError, match=r"ResNetModel: no transformer block.*GPT-2.*T5"):
         adapter_for(model).discover(model, None)
+
+
+@pytest.mark.parametrize("name", ["phi", "phi3"])
+def test_residual_aware_reconstruction_on_phi_blocks_fits_the_teachers_residual_sum(name):
+    from test_hf import make_sentences, make_tokenizer  # the word-level tokenizer and sentences of test_hf
+
+    from neuroprune.recover.reconstruct import reconstruct
+    from neuroprune.text_task import TextTask
+
+    config = build(name).config
+    config.vocab_size = len(make_tokenizer())
+    torch.manual_seed(0)
+    model = (T.PhiModel if name == "phi" else T.Phi3Model)(config).eval()
+    adapter = adapter_for(model)
+    sums = adapter.residual_sums(model)
+    expected = ({"layers.0.self_attn.dense": "layers.1.input_layernorm", "layers.0.mlp.fc2": "layers.1.input_layernorm",
+                 "layers.1.self_attn.dense": "final_layernorm", "layers.1.mlp.fc2": "final_layernorm"} if name == "phi"
+                else {"layers.0.self_attn.o_proj": "layers.0.post_attention_layernorm",
+                      "layers.0.mlp.down_proj": "layers.1.input_layernorm",
+                      "layers.1.self_attn.o_proj": "layers.1.post_attention_layernorm", "layers.1.mlp.down_proj": "norm"})
+    assert sums == expected
+    graph = adapter.discover(model, None)
+    keep = graph.keep_indices({g.name: np.arange(g.size // 2) for g in graph.groups})
+    task = TextTask(make_sentences(64, seed=3), make_tokenizer(), batch_size=16, calibration_samples=48,
+                    val_samples=8, test_samples=8).bind(model)
+    errors = []
+    for residual_sums in (None, sums):
+        student = apply_keep(model, {})
+        with apply_masks(student, keep) as handle:
+            fitted = reconstruct(student, model, keep, task.calibration_batches(), task.loss, progress=False,
+                                 token_mask=task.token_mask, residual_sums=residual_sums)
+            handle.commit()
+        assert len(fitted) == 4
+        errors.append(1 - task.evaluate(student, "calibration"))
+    assert errors[1] < errors[0]  # absorbing the residual stream's error helps the final hidden state

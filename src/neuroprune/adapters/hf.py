@@ -142,8 +142,9 @@ class HFAdapter(ModelAdapter):
         """Attention-output and FFN-down projections -> the norm that reads them plus the residual.
 
         Reconstruction fits those projections to the teacher's residual sum (see
-        :func:`neuroprune.recover.reconstruct.refit_layer`). Known for BERT- and LLaMA-style
-        blocks; the other families' projections are fitted to their own outputs.
+        :func:`neuroprune.recover.reconstruct.refit_layer`). Known for BERT-, LLaMA-style, Phi and
+        Phi-3 blocks (Phi adds attention and MLP to the residual together, so both feed the next
+        block's norm); the other families' projections are fitted to their own outputs.
         """
         blocks = find_blocks(model)
         names = {name for name, _ in model.named_modules()}
@@ -155,12 +156,16 @@ class HFAdapter(ModelAdapter):
                 pairs = [(attn_out, "attention.output.LayerNorm"), (block.ffn.out, "output.LayerNorm")]
                 sums.update({block.sub(a): block.sub(b) for a, b in pairs if block.sub(b) in names})
                 continue
-            if layout.family != "llama" or block.sub("pre_feedforward_layernorm") in names:
+            if layout.family not in ("llama", "phi3", "phi") or block.sub("pre_feedforward_layernorm") in names:
                 continue  # Gemma-2/3 norm the attention output before the residual add ("sandwich" norms)
+            parent = block.path.rpartition(".")[0].rpartition(".")[0]  # "model.layers.3" -> "model"
+            final = "final_layernorm" if layout.family == "phi" else "norm"
+            after = blocks[i + 1].sub("input_layernorm") if i + 1 < len(blocks) else (f"{parent}.{final}" if parent else final)
+            if layout.family == "phi":  # parallel attention and MLP: one sum after both
+                sums.update({block.sub(p): after for p in (attn_out, block.ffn.out) if after in names})
+                continue
             if block.sub("post_attention_layernorm") in names:
                 sums[block.sub(attn_out)] = block.sub("post_attention_layernorm")
-            parent = block.path.rpartition(".")[0].rpartition(".")[0]  # "model.layers.3" -> "model"
-            after = blocks[i + 1].sub("input_layernorm") if i + 1 < len(blocks) else (f"{parent}.norm" if parent else "norm")
             if after in names:
                 sums[block.sub(block.ffn.out)] = after
         return sums
