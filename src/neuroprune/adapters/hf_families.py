@@ -74,8 +74,8 @@ class ConfigFields:
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """One family's transformer block: its attentions, FFN (alternatives, first present wins) and
-    config fields. ``after_heads`` lists attention attributes that hold ``heads * head_dim``."""
+    """One family's transformer block: its attentions (optional ones may be missing), its FFN
+    (alternatives, the first one present wins) and the config fields holding their sizes."""
 
     family: str
     attentions: tuple[AttentionLayout, ...]
