@@ -267,7 +267,8 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(neuroprune.__path__
 SLOW_MODULES = {
     "neuroprune.text_task": "its examples parse numpy's and the standard library's sources (~7 s)",
 }
-HF_MODULES = {"neuroprune.adapters.hf", "neuroprune.recover.distill"}
+HF_MODULES = {"neuroprune.adapters.hf", "neuroprune.adapters.hf_families", "neuroprune.recover.distill",
+              "neuroprune.surgery.hf_conv1d"}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,27 +1,27 @@
 """Hugging Face ``transformers`` models: FFN neurons and attention heads, with the config kept in sync.
 
-Neuron groups are read from the model's structure, not traced. Every transformer block the
-adapter recognises gives two groups:
+Neuron groups are read from the model's structure, not traced: :mod:`.hf_families` holds the
+block layouts (BERT, LLaMA-style, Phi, Phi-3, ViT/DeiT, DistilBERT, ALBERT, GPT-2, OPT/Whisper/
+BART-style, T5) and finds the blocks. Every block gives a group of FFN neurons (rows of the up
+projection(s), columns of the down projection, e.g. ``<block>.mlp``) and one of whole heads per
+attention (``head_dim`` rows of q, k and v, or slices of a fused qkv projection, and the matching
+columns of the output projection, e.g. ``<block>.self_attn:heads``). With grouped-query attention
+one unit is one key/value group (its key and value head plus the query heads that read them), so
+the grouping stays intact; T5's heads are tied across a stack by its shared relative position bias.
 
-* ``<block>.intermediate.dense`` (BERT) or ``<block>.mlp`` (LLaMA): the FFN's intermediate
-  neurons, i.e. rows of the up projection(s) and columns of the down projection;
-* ``<block>.attention:heads`` (BERT) or ``<block>.self_attn:heads`` (LLaMA): whole attention
-  heads, i.e. ``head_dim`` rows of the query, key and value projections and the matching columns
-  of the output projection. With grouped-query attention one unit is one key/value group (its
-  key and value head plus the query heads that read them), so the grouping stays intact.
-
-The hidden size (the residual stream) is never touched. All members are ``nn.Linear``, so the
-generic Linear handler masks (zeroed consumer columns are exact for heads too), observes
-(per-token FFN activations and per-head context vectors at the down/output projection's input),
-scores (``w * dL/dw`` summed over a head's output-projection columns equals the head-mask
-gradient of Michel et al. 2019) and cuts. After surgery the attention modules' head counts and
-the config are updated: ``config.neuroprune_intermediate_sizes`` / ``neuroprune_num_heads`` /
-``neuroprune_num_key_value_heads`` list the per-layer result, and where the config can express it
-(uniform FFN widths; uniform head counts on LLaMA-style configs, which carry ``head_dim``) the
-standard fields change too, so plain ``from_pretrained`` reloads a saved folder. Where it cannot
-(different widths per layer, or heads pruned from a BERT, whose head size is derived from the
-head count), plain loading fails loudly on the shape mismatch; :func:`load_pretrained` (or
-``neuroprune.load`` with the original model) reloads it exactly.
+The hidden size (the residual stream) is never touched. Members are ``nn.Linear`` (or GPT-2's
+``Conv1D``, see :mod:`neuroprune.surgery.hf_conv1d`), so the generic handlers mask (zeroed consumer
+columns are exact for heads too), observe (per-token FFN activations and per-head context vectors
+at the down/output projection's input), score (``w * dL/dw`` summed over a head's output-projection
+columns equals the head-mask gradient of Michel et al. 2019) and cut. After surgery the attention
+modules' head counts and the config are updated: ``config.neuroprune_intermediate_sizes`` /
+``neuroprune_num_heads`` / ``neuroprune_num_key_value_heads`` list the per-layer result, and where
+the config can express it (uniform FFN widths; uniform head counts where the config carries the
+head size: ``head_dim`` or T5's ``d_kv``) the standard fields change too, so plain
+``from_pretrained`` reloads a saved folder. Where it cannot (different widths per layer, or heads
+pruned from a model whose head size is derived from the head count, such as BERT or GPT-2), plain
+loading fails loudly on the shape mismatch; :func:`load_pretrained` (or ``neuroprune.load`` with
+the original model) reloads it exactly.
 
 Example:
     >>> from transformers import BertConfig, BertModel
@@ -34,19 +34,21 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModuleError
-from ..graph.groups import DependencyGraph, Group, GroupMember
+from ..graph.groups import DependencyGraph
+from ..surgery.hf_conv1d import Conv1DHandler
+from ..surgery.registry import handler_for, register_handler
 from . import ModelAdapter, register_adapter
+from .hf_families import SUPPORTED, Block, BlockLayout, ffn_group, find_blocks, head_counts, heads_group, width
 
 try:
     from transformers import PreTrainedModel
@@ -58,87 +60,7 @@ except Exception as error:  # pragma: no cover - ImportError, or a broken packag
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
 #: ``config.json`` fields written by :meth:`HFAdapter.after_surgery`.
 CONFIG_FIELDS = ("neuroprune_intermediate_sizes", "neuroprune_num_heads", "neuroprune_num_key_value_heads",
-                 "neuroprune_head_dim", "neuroprune_original")
-
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """Where one family keeps the parts of a transformer block (paths relative to the block)."""
-
-    family: str
-    query: str
-    key: str
-    value: str
-    attn_out: str
-    attention: str  # module holding the head-count attributes
-    ffn_in: tuple[str, ...]  # projections producing the intermediate neurons
-    ffn_out: str  # projection reading them
-    ffn_name: str  # name of the FFN group, relative to the block
-    head_config: bool  # the config has ``head_dim``, so the head count may change in the config
-
-
-LAYOUTS = (
-    BlockLayout("bert", "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "attention.self", ("intermediate.dense",), "output.dense", "intermediate.dense", head_config=False),
-    BlockLayout("llama", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "self_attn",
-                ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", "mlp", head_config=True),
-)
-SUPPORTED = ("BERT-style encoders (BertModel, RoBERTa, sentence encoders such as MiniLM: encoder.layer.N with "
-             "attention.self.query/key/value, attention.output.dense, intermediate.dense, output.dense) and "
-             "LLaMA-style decoders (LLaMA, Mistral, Qwen2: layers.N with self_attn.q/k/v/o_proj and "
-             "mlp.gate/up/down_proj, grouped-query attention included)")
-
-
-@dataclass(frozen=True)
-class Block:
-    """One transformer block of a model."""
-
-    path: str
-    layout: BlockLayout
-    head_dim: int
-
-    def sub(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    @property
-    def heads_group(self) -> str:
-        return f"{self.sub(self.layout.attention.split('.')[0])}:heads"
-
-    @property
-    def ffn_group(self) -> str:
-        return self.sub(self.layout.ffn_name)
-
-
-def _linear(model: nn.Module, path: str) -> nn.Linear | None:
-    try:
-        module = model.get_submodule(path)
-    except AttributeError:
-        return None
-    return module if isinstance(module, nn.Linear) else None
-
-
-def _head_dim(model: nn.Module, attention: nn.Module) -> int:
-    for name in ("attention_head_size", "head_dim"):
-        value = getattr(attention, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    config = model.config
-    value = getattr(config, "head_dim", None)
-    return value if isinstance(value, int) and value > 0 else config.hidden_size // config.num_attention_heads
-
-
-def find_blocks(model: nn.Module) -> list[Block]:
-    """Every transformer block of ``model`` whose layout the adapter knows, in forward order."""
-    blocks = []
-    for path, module in model.named_modules():
-        for layout in LAYOUTS:
-            block = Block(path, layout, 0)
-            parts = (layout.query, layout.key, layout.value, layout.attn_out, *layout.ffn_in, layout.ffn_out)
-            if all(_linear(model, block.sub(part)) is not None for part in parts):
-                attention = model.get_submodule(block.sub(layout.attention))
-                blocks.append(Block(path, layout, _head_dim(model, attention)))
-                break
-    return blocks
+                 "neuroprune_head_dim", "neuroprune_num_cross_attention_heads", "neuroprune_original")
 
 
 def _ignored(entries: Iterable[str], group_name: str, paths: list[str]) -> bool:
@@ -150,44 +72,6 @@ def _ignored(entries: Iterable[str], group_name: str, paths: list[str]) -> bool:
             if fnmatch.fnmatchcase(path, entry) or path.startswith(entry + ".") or path == entry:
                 return True
     return False
-
-
-def _heads_group(model: nn.Module, block: Block) -> Group:
-    layout, d = block.layout, block.head_dim
-    q, k, v = (model.get_submodule(block.sub(p)) for p in (layout.query, layout.key, layout.value))
-    out = model.get_submodule(block.sub(layout.attn_out))
-    problems = []
-    if q.out_features % d or k.out_features % d or k.out_features != v.out_features or out.in_features != q.out_features:
-        problems.append(f"projection widths q={q.out_features}, k={k.out_features}, v={v.out_features}, "
-                        f"out={out.in_features} do not fit head size {d}")
-    heads, kv_heads = q.out_features // d, k.out_features // d
-    if not problems and heads % kv_heads:
-        problems.append(f"{heads} query heads do not split into {kv_heads} key/value groups")
-    if problems:
-        raise UnsupportedModuleError(f"{block.heads_group}: " + "; ".join(problems))
-    per_group = heads // kv_heads
-    query_units = np.arange(q.out_features) // d // per_group  # query head h reads key/value head h // per_group
-    kv_units = np.arange(k.out_features) // d
-    members = [GroupMember(block.sub(layout.query), "out", query_units),
-               GroupMember(block.sub(layout.key), "out", kv_units),
-               GroupMember(block.sub(layout.value), "out", kv_units.copy()),
-               GroupMember(block.sub(layout.attn_out), "in", query_units.copy())]
-    producers = [(block.sub(p), "out") for p in (layout.query, layout.key, layout.value)]
-    return Group(block.heads_group, kv_heads, members, np.ones(kv_heads, dtype=bool), producers)
-
-
-def _ffn_group(model: nn.Module, block: Block) -> Group:
-    layout = block.layout
-    ins = [model.get_submodule(block.sub(p)) for p in layout.ffn_in]
-    out = model.get_submodule(block.sub(layout.ffn_out))
-    width = ins[0].out_features
-    if any(m.out_features != width for m in ins) or out.in_features != width:
-        raise UnsupportedModuleError(f"{block.ffn_group}: FFN widths {[m.out_features for m in ins]} -> "
-                                     f"{out.in_features} do not match")
-    units = np.arange(width)
-    members = [GroupMember(block.sub(p), "out", units.copy()) for p in layout.ffn_in]
-    members.append(GroupMember(block.sub(layout.ffn_out), "in", units.copy()))
-    return Group(block.ffn_group, width, members, np.ones(width, dtype=bool), [(block.sub(p), "out") for p in layout.ffn_in])
 
 
 class HFAdapter(ModelAdapter):
@@ -209,8 +93,12 @@ class HFAdapter(ModelAdapter):
         groups, frozen = [], {"hidden size": ["the residual stream (embeddings, norms, block outputs) is kept"]}
         module_types: dict[str, str] = {}
         axis_sizes: dict[str, dict[str, int]] = {}
+        seen = set()
         for block in blocks:
-            for group in (_heads_group(model, block), _ffn_group(model, block)):
+            found = [heads_group(model, blocks, block, a) for a in block.attentions
+                     if block.heads_group(a) not in seen]
+            for group in (*found, ffn_group(model, block)):
+                seen.add(group.name)
                 paths = [m.path for m in group.members]
                 if _ignored(ignore, group.name, paths):
                     frozen[group.name] = ["ignored"]
@@ -219,7 +107,7 @@ class HFAdapter(ModelAdapter):
                 for path in paths:
                     module = model.get_submodule(path)
                     module_types[path] = type(module).__name__
-                    axis_sizes[path] = {"in": module.in_features, "out": module.out_features}
+                    axis_sizes[path] = handler_for(module).axes(module)
         return DependencyGraph(groups, frozen, module_types, axis_sizes)
 
     def after_surgery(self, model: nn.Module) -> None:
@@ -227,47 +115,60 @@ class HFAdapter(ModelAdapter):
         blocks = find_blocks(model)
         if not blocks:
             return
-        widths, heads, kv_heads = [], [], []
+        counts = []
         for block in blocks:
-            layout, d = block.layout, block.head_dim
-            q = model.get_submodule(block.sub(layout.query))
-            k = model.get_submodule(block.sub(layout.key))
-            attention = model.get_submodule(block.sub(layout.attention))
-            n, n_kv = q.out_features // d, k.out_features // d
-            for attr, value in (("num_attention_heads", n), ("num_heads", n), ("all_head_size", n * d),
-                                ("num_key_value_heads", n_kv), ("num_key_value_groups", n // n_kv)):
-                if hasattr(attention, attr):
-                    setattr(attention, attr, value)
-            width = model.get_submodule(block.sub(layout.ffn_out)).in_features
-            ffn = model.get_submodule(block.sub(layout.ffn_out).rpartition(".")[0])
-            if hasattr(ffn, "intermediate_size"):
-                ffn.intermediate_size = width
-            widths.append(width)
-            heads.append(n)
-            kv_heads.append(n_kv)
-        update_config(model.config, widths, heads, kv_heads, blocks[0].head_dim, blocks[0].layout)
+            d = block.head_dim
+            per_attention = []
+            for attention in block.attentions:
+                n, n_kv = head_counts(model, block, attention)
+                module = model.get_submodule(block.sub(attention.module))
+                for attr, value in (("num_attention_heads", n), ("num_heads", n), ("n_heads", n),
+                                    ("all_head_size", n * d), ("inner_dim", n * d), ("split_size", n * d),
+                                    ("num_key_value_heads", n_kv), ("num_key_value_groups", n // n_kv)):
+                    if isinstance(getattr(module, attr, None), int):
+                        setattr(module, attr, value)
+                per_attention.append((attention, n, n_kv))
+            width_now = width(model.get_submodule(block.sub(block.ffn.out)), "in")
+            ffn = model.get_submodule(block.sub(block.ffn.out).rpartition(".")[0])
+            if isinstance(getattr(ffn, "intermediate_size", None), int):
+                ffn.intermediate_size = width_now
+            counts.append((block, width_now, per_attention))
+        update_config(model.config, counts)
+        for block, _, per_attention in counts:
+            if block.layout.config_heads:
+                for attention, n, n_kv in per_attention:
+                    _attention_config(model, block, attention, n, n_kv)
 
     def residual_sums(self, model: nn.Module) -> dict[str, str]:
         """Attention-output and FFN-down projections -> the norm that reads them plus the residual.
 
         Reconstruction fits those projections to the teacher's residual sum (see
-        :func:`neuroprune.recover.reconstruct.refit_layer`).
+        :func:`neuroprune.recover.reconstruct.refit_layer`). Known for BERT-, LLaMA-style, Phi and
+        Phi-3 blocks (Phi adds attention and MLP to the residual together, so both feed the next
+        block's norm); the other families' projections are fitted to their own outputs.
         """
         blocks = find_blocks(model)
         names = {name for name, _ in model.named_modules()}
         sums = {}
         for i, block in enumerate(blocks):
             layout = block.layout
+            attn_out = block.attentions[0].out
             if layout.family == "bert":
-                pairs = [(layout.attn_out, "attention.output.LayerNorm"), (layout.ffn_out, "output.LayerNorm")]
+                pairs = [(attn_out, "attention.output.LayerNorm"), (block.ffn.out, "output.LayerNorm")]
                 sums.update({block.sub(a): block.sub(b) for a, b in pairs if block.sub(b) in names})
                 continue
-            if block.sub("post_attention_layernorm") in names:
-                sums[block.sub(layout.attn_out)] = block.sub("post_attention_layernorm")
+            if layout.family not in ("llama", "phi3", "phi") or block.sub("pre_feedforward_layernorm") in names:
+                continue  # Gemma-2/3 norm the attention output before the residual add ("sandwich" norms)
             parent = block.path.rpartition(".")[0].rpartition(".")[0]  # "model.layers.3" -> "model"
-            after = blocks[i + 1].sub("input_layernorm") if i + 1 < len(blocks) else (f"{parent}.norm" if parent else "norm")
+            final = "final_layernorm" if layout.family == "phi" else "norm"
+            after = blocks[i + 1].sub("input_layernorm") if i + 1 < len(blocks) else (f"{parent}.{final}" if parent else final)
+            if layout.family == "phi":  # parallel attention and MLP: one sum after both
+                sums.update({block.sub(p): after for p in (attn_out, block.ffn.out) if after in names})
+                continue
+            if block.sub("post_attention_layernorm") in names:
+                sums[block.sub(attn_out)] = block.sub("post_attention_layernorm")
             if after in names:
-                sums[block.sub(layout.ffn_out)] = after
+                sums[block.sub(block.ffn.out)] = after
         return sums
 
     def extra_files(self, model: nn.Module) -> dict[str, Any]:
@@ -275,48 +176,85 @@ class HFAdapter(ModelAdapter):
         return {"config.json": config_dict(model)}
 
 
-def update_config(config, widths: list[int], heads: list[int], kv_heads: list[int], head_dim: int,
-                  layout: BlockLayout) -> None:
-    """Record per-layer widths and head counts; change the standard fields where they can express them."""
-    kv_name = "num_key_value_heads" if hasattr(config, "num_key_value_heads") else None
+def _attention_config(model: nn.Module, block: Block, attention, heads: int, kv_heads: int) -> None:
+    """Give an attention module that reads head counts from its config a config that matches it
+    (a shallow copy where its counts differ from the model's standard fields)."""
+    module = model.get_submodule(block.sub(attention.module))
+    config = model.config
+    names = (block.field(config, block.layout.fields.heads), block.field(config, block.layout.fields.kv_heads))
+    if all(name is None or getattr(config, name) == value for name, value in zip(names, (heads, kv_heads))):
+        module.config = config
+        return
+    own = copy.copy(config)
+    for name, value in zip(names, (heads, kv_heads)):
+        if name is not None:
+            setattr(own, name, value)
+    if block.layout.fields.head_dim:
+        setattr(own, block.layout.fields.head_dim, block.head_dim)
+    module.config = own
+
+
+def update_config(config, counts: list) -> None:
+    """Record per-layer widths and head counts; change the standard fields where they can express them.
+
+    ``counts`` holds ``(block, ffn width, [(attention layout, heads, key/value heads), ...])`` per
+    block. A standard field changes when every block that reads it agrees; head counts only where
+    the model reads the head size from the config too (``head_dim``, T5's ``d_kv``).
+    """
+    values: dict[str, set] = {}
+    head_fields: dict[str, set] = {}
+    head_dim_field = ""
+    for block, ffn_width, per_attention in counts:
+        fields = block.layout.fields
+        ffn_name = block.field(config, fields.ffn)
+        if ffn_name:
+            values.setdefault(ffn_name, set()).add(ffn_width)
+        for _, n, n_kv in per_attention:
+            for name, value in ((block.field(config, fields.heads), n), (block.field(config, fields.kv_heads), n_kv)):
+                if name:
+                    head_fields.setdefault(name, set()).add(value)
+        head_dim_field = head_dim_field or fields.head_dim
     if getattr(config, "neuroprune_original", None) is None:
-        config.neuroprune_original = {
-            "intermediate_size": config.intermediate_size, "num_attention_heads": config.num_attention_heads,
-            **({kv_name: getattr(config, kv_name)} if kv_name else {}),
-            **({"head_dim": config.head_dim} if layout.head_config and hasattr(config, "head_dim") else {})}
+        original = {name: getattr(config, name) for name in (*values, *head_fields)}
+        if head_dim_field:
+            derived = config.hidden_size // getattr(config, next(iter(head_fields)), 1) if head_fields else None
+            original[head_dim_field] = getattr(config, head_dim_field, None) or derived
+        config.neuroprune_original = original
     original = config.neuroprune_original
-    config.neuroprune_intermediate_sizes = list(widths)
-    config.neuroprune_num_heads = list(heads)
-    config.neuroprune_num_key_value_heads = list(kv_heads)
-    config.neuroprune_head_dim = head_dim
-    config.intermediate_size = widths[0] if len(set(widths)) == 1 else original["intermediate_size"]
-    if layout.head_config and hasattr(config, "head_dim") and len(set(heads)) == 1 and len(set(kv_heads)) == 1:
-        config.head_dim = head_dim
-        config.num_attention_heads = heads[0]
-        if kv_name:
-            setattr(config, kv_name, kv_heads[0])
-    else:
-        config.num_attention_heads = original["num_attention_heads"]
-        if kv_name:
-            setattr(config, kv_name, original[kv_name])
+    config.neuroprune_intermediate_sizes = [w for _, w, _ in counts]
+    config.neuroprune_num_heads = [p[0][1] for _, _, p in counts]
+    config.neuroprune_num_key_value_heads = [p[0][2] for _, _, p in counts]
+    config.neuroprune_head_dim = counts[0][0].head_dim
+    if any(a.cross for _, _, p in counts for a, _, _ in p):
+        config.neuroprune_num_cross_attention_heads = [next((n for a, n, _ in per_attention if a.cross), None)
+                                                       for _, _, per_attention in counts]
+    for name, found in values.items():
+        setattr(config, name, found.pop() if len(found) == 1 else original[name])
+    uniform = head_dim_field and all(len(found) == 1 for found in head_fields.values())
+    for name, found in head_fields.items():
+        setattr(config, name, next(iter(found)) if uniform else original[name])
+    if head_dim_field:
+        setattr(config, head_dim_field, counts[0][0].head_dim if uniform else original[head_dim_field])
 
 
 def plain_loadable(model: nn.Module) -> bool:
-    """Whether ``model.config``'s standard fields describe every block's shapes, so that plain
-    ``from_pretrained`` rebuilds it (uniform FFN widths; heads unchanged or uniform on LLaMA-style)."""
-    config = model.config
-    for block in find_blocks(model):
-        layout, d = block.layout, block.head_dim
-        q = model.get_submodule(block.sub(layout.query))
-        k = model.get_submodule(block.sub(layout.key))
-        width = model.get_submodule(block.sub(layout.ffn_out)).in_features
-        expected_d = config.head_dim if layout.head_config and getattr(config, "head_dim", None) else \
-            config.hidden_size // config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        if (width != config.intermediate_size or d != expected_d or q.out_features != config.num_attention_heads * d
-                or k.out_features != kv * d):
-            return False
-    return True
+    """Whether ``model.config``'s standard fields describe every shape, so that plain
+    ``from_pretrained`` rebuilds it: the architecture is built from the config on the ``meta``
+    device (no memory, no weights) and its parameter shapes compared with the model's."""
+    import torch
+
+    config = copy.deepcopy(model.config)
+    for key in CONFIG_FIELDS:
+        if hasattr(config, key):
+            delattr(config, key)
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # cannot even be built from its config
+        return False
+    ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    theirs = {name: tuple(t.shape) for name, t in fresh.state_dict().items()}
+    return ours == theirs
 
 
 def config_dict(model: nn.Module) -> dict[str, Any]:
@@ -420,6 +358,7 @@ def load_model(name: str) -> tuple[nn.Module, Any]:
 
 
 register_adapter(HFAdapter())
+register_handler(Conv1DHandler())
 
 __all__ = ["HFAdapter", "Block", "BlockLayout", "find_blocks", "load_model", "load_pretrained", "plain_loadable",
            "resolve_model_dir"]
