@@ -71,3 +71,8 @@ class CheckpointError(NeuropruneError):
 
 class OutputExistsError(NeuropruneError, FileExistsError):
     """The output folder already exists and overwriting was not asked for."""
+
+
+class OutputPathError(NeuropruneError, ValueError):
+    """An output path cannot be used: its parent is missing or read-only, a file stands where a folder
+    is wanted (or the reverse), it is the current folder, or it would replace one of the inputs."""
