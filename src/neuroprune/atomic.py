@@ -210,3 +210,15 @@ def replace_folder(path: str | os.PathLike[str], complete: Callable[[Path], bool
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_folder(path.parent)
+
+
+def remove_folder(path: str | os.PathLike[str]) -> None:
+    """Delete a folder of ours: renamed to a hidden ``.NAME.old-*`` sibling first, so that a crash
+    midway leaves no half-deleted folder at the path (:func:`clean_stale` removes the rest later)."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    old = path.parent / f".{path.name}.{_OLD}-{uuid.uuid4().hex[:8]}"
+    os.replace(path, old)
+    fsync_folder(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
