@@ -207,7 +207,7 @@ def check_output(args: argparse.Namespace) -> None:
     if args.out:
         check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite)
     if getattr(args, "json", None):
-        check_output_file(args.json, "--json", inputs=inputs)
+        check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)
 
 
 def load_data_for(spec: str, args: argparse.Namespace) -> DataSplits:

@@ -78,24 +78,28 @@ def check_output_folder(path: str | os.PathLike, option: str, *, inputs: Iterabl
 
 
 def check_output_file(path: str | os.PathLike, option: str, *, inputs: Iterable[str | os.PathLike | None] = (),
-                      replaced_folders: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> None:
+                      replaced_folders: Iterable[tuple[str, str | os.PathLike | None]] = (),
+                      output_folder: str | os.PathLike | None = None) -> None:
     """An output file (``--json``, ``--explain``, ``--plot``).
 
     Args:
         inputs: files the command reads; the output must not be one of them.
         replaced_folders: ``(option, folder)`` pairs of folders the command replaces or deletes
             (a checkpoint); a file inside one would be lost.
+        output_folder: the command's output folder (``--out``, checked on its own): a file directly
+            inside it is fine although the folder does not exist yet, since files come after it.
     """
     file = Path(path)
-    if file.is_dir():
-        raise OutputPathError(f"{option} {str(path)!r} is a folder; a file is wanted there")
-    _check_parent(file, option)
-    _check_inputs(file, option, inputs, folder=False)
     target = _resolved(file)
     for other_option, folder in replaced_folders:
         if folder and _resolved(folder) in target.parents:
             raise OutputPathError(f"{option} {str(path)!r} lies inside {other_option} {str(folder)!r}, which neuroprune "
                                   "replaces while it runs; choose a path outside it")
+    if file.is_dir():
+        raise OutputPathError(f"{option} {str(path)!r} is a folder; a file is wanted there")
+    if not (output_folder and target.parent == _resolved(output_folder)):
+        _check_parent(file, option)
+    _check_inputs(file, option, inputs, folder=False)
 
 
 def check_distinct(outputs: Iterable[tuple[str, str | os.PathLike | None, bool]]) -> None:

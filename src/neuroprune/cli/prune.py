@@ -83,6 +83,8 @@ def check_prune_outputs(args: argparse.Namespace, config) -> str | None:
     """
     inputs = input_paths(args)
     checkpoint = checkpoint_path(args, config)
+    check_distinct([("--out", args.out, True), ("--checkpoint", checkpoint, True), ("--json", args.json, False),
+                    ("--explain", args.explain, False)])
     if checkpoint is not None:
         option = "--checkpoint" if args.checkpoint else "the checkpoint folder (OUT.checkpoint)"
         check_output_folder(checkpoint, option, inputs=inputs)
@@ -98,9 +100,8 @@ def check_prune_outputs(args: argparse.Namespace, config) -> str | None:
                               "OUT.checkpoint)")
     for option, path in (("--json", args.json), ("--explain", args.explain)):
         if path:
-            check_output_file(path, option, inputs=inputs, replaced_folders=[("the checkpoint", checkpoint)])
-    check_distinct([("--out", args.out, True), ("--checkpoint", checkpoint, True), ("--json", args.json, False),
-                    ("--explain", args.explain, False)])
+            check_output_file(path, option, inputs=inputs, replaced_folders=[("the checkpoint", checkpoint)],
+                              output_folder=args.out)
     args.checkpoint_path = checkpoint
     return checkpoint
 
