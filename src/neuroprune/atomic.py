@@ -222,3 +222,24 @@ def remove_folder(path: str | os.PathLike[str]) -> None:
     os.replace(path, old)
     fsync_folder(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path next to ``path``; renamed onto it if the block succeeds, removed otherwise.
+
+    Like :func:`write_atomic`, for writers that want a path (the exporters), so that a check can
+    run on the very file that then takes the final name. Parents are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}"
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:  # on disk before it takes the final name
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        fsync_folder(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
