@@ -166,6 +166,24 @@ def test_read_only_parent_is_refused(tmp_path, capsys, no_work):
         locked.chmod(0o755)
 
 
+def test_overwrite_replaces_only_a_folder_neuroprune_wrote(tmp_path, capsys, mine, no_work):
+    before = tree_hash(mine)
+    for command in (["prune", "--model", "zoo:mlp", *QUICK], ["demo", "--quiet"],
+                    ["train-prune", "--model", "zoo:mlp", "--quiet"]):
+        line = refused(capsys, *command, "--out", str(mine), "--overwrite")
+        assert "is a folder neuroprune did not write" in line and "--overwrite only replaces" in line
+    assert tree_hash(mine) == before
+
+
+def test_overwrite_replaces_an_earlier_result(tmp_path):
+    out = tmp_path / "o"
+    argv = ["prune", "--model", "zoo:mlp", "--out", str(out), "--no-html", *QUICK]
+    assert main([*argv, "--ratio", "0.5"]) == 0
+    assert main([*argv, "--ratio", "0.25", "--overwrite"]) == 0
+    assert load(out, lambda: build_model("mlp")).fc1.out_features == 96
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
 def test_resume_without_a_checkpoint_is_refused_before_training(tmp_path, capsys, no_work):
     line = refused(capsys, "prune", "--model", "zoo:mlp", "--resume", "--out", str(tmp_path / "p"), *QUICK)
     assert "nothing to resume" in line

@@ -20,7 +20,7 @@ from ..config import PruneConfig
 from ..config_file import load_config_file
 from ..data import DataSplits, load_data
 from ..errors import ConfigError, UnknownNameError
-from ..io import load_weights
+from ..io import is_saved_folder, load_weights
 from ..recover.finetune import finetune
 from ..scoring import criterion_names
 from ..task import ClassificationTask
@@ -205,7 +205,7 @@ def check_output(args: argparse.Namespace) -> None:
     """Check ``--out`` and ``--json`` before any work is done (see :mod:`neuroprune.cli.outputs`)."""
     inputs = input_paths(args)
     if args.out:
-        check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite)
+        check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite, owned=is_saved_folder)
     if getattr(args, "json", None):
         check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)
 

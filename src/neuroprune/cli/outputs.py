@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import OutputExistsError, OutputPathError
@@ -52,13 +52,16 @@ def _check_inputs(path: str | os.PathLike, option: str, inputs: Iterable[str | o
 
 
 def check_output_folder(path: str | os.PathLike, option: str, *, inputs: Iterable[str | os.PathLike | None] = (),
-                        overwrite: bool = True, may_exist: bool = False) -> None:
+                        overwrite: bool = True, may_exist: bool = False,
+                        owned: Callable[[Path], bool] | None = None) -> None:
     """An output folder (``--out``, ``--checkpoint``, ``export OUT_DIR``).
 
     Args:
         inputs: files and folders the command reads; the output may neither be one nor hold one.
         overwrite: whether an existing folder may be replaced (``--overwrite``).
         may_exist: the command writes *into* the folder (export) rather than replacing it.
+        owned: recognises a folder neuroprune wrote; with it, ``overwrite`` replaces only such a
+            folder (or an empty one), never a folder of the user's.
     """
     folder = Path(path)
     target = _resolved(folder)
@@ -75,6 +78,10 @@ def check_output_folder(path: str | os.PathLike, option: str, *, inputs: Iterabl
     if folder.exists() and not (overwrite or may_exist):
         raise OutputExistsError(f"output folder {str(path)!r} already exists; choose another {option} or pass "
                                 "--overwrite")
+    if overwrite and owned is not None and folder.is_dir() and any(folder.iterdir()) and not owned(folder):
+        raise OutputPathError(f"{option} {str(path)!r} is a folder neuroprune did not write (no model.safetensors and "
+                              "plan.json); --overwrite only replaces neuroprune's own output folders: choose another "
+                              f"{option} or empty it yourself")
 
 
 def check_output_file(path: str | os.PathLike, option: str, *, inputs: Iterable[str | os.PathLike | None] = (),
