@@ -325,7 +325,7 @@ def test_state_json_that_is_not_an_object_is_a_checkpoint_error(task, checkpoint
 
 
 def test_resume_with_other_weights_is_refused_naming_them(task, checkpoint):
-    with pytest.raises(CheckpointError, match="was started from other starting model weights"):
+    with pytest.raises(CheckpointError, match="was started from other model weights"):
         resume(task, checkpoint, model=mlp((6, 16, 12, 3), seed=1))
 
 
@@ -362,3 +362,33 @@ def test_checkpoint_into_an_empty_folder_is_fine(task, tmp_path):
     folder.mkdir()
     prune(BUILD(), task, PruneConfig(ratio=0.5, steps=2, **FAST), checkpoint=folder)
     assert is_checkpoint(folder)
+
+
+def test_cli_resume_with_other_weights_is_refused_naming_them(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    import neuroprune.schedule as schedule
+    from neuroprune.cli.main import main
+    from neuroprune.zoo import build_model
+
+    for seed, name in ((0, "a.safetensors"), (1, "b.safetensors")):
+        torch.manual_seed(seed)
+        safetensors.torch.save_file(build_model("mlp").state_dict(), tmp_path / name)
+    real = schedule._run_step
+
+    def stop_at_step_2(work, step, *args, **kwargs):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(work, step, *args, **kwargs)
+
+    monkeypatch.setattr(schedule, "_run_step", stop_at_step_2)
+    argv = ["prune", "--model", "zoo:mlp", "--criterion", "magnitude", "--steps", "2", "--tolerance", "1", "--quiet",
+            "--latency-runs", "1", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--weights", str(tmp_path / "a.safetensors")]) == 130
+    monkeypatch.undo()
+    state = (tmp_path / "o.checkpoint" / STATE_FILE).read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--weights", str(tmp_path / "b.safetensors"), "--resume"]) == 2
+    assert "was started from other model weights (--weights" in capsys.readouterr().err
+    assert (tmp_path / "o.checkpoint" / STATE_FILE).read_bytes() == state  # the checkpoint is untouched
+    assert main([*argv, "--weights", str(tmp_path / "a.safetensors"), "--resume"]) == 0

@@ -31,7 +31,7 @@ from .plan import PruningPlan
 
 STATE_FILE = "state.json"
 _IGNORED_SETTINGS = ("progress", "latency_runs")
-_FINGERPRINT_MEANING = {"weights": "other starting model weights (--weights, or training before pruning)",
+_FINGERPRINT_MEANING = {"weights": "other model weights (--weights, or training before pruning)",
                         "data": "other data (the data set, its batch size, calibration samples or seed)"}
 
 
