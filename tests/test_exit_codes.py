@@ -47,6 +47,18 @@ def test_a_bug_is_1_with_its_traceback_and_a_request_to_report_it(monkeypatch, c
     assert err.strip().splitlines()[-1] == BUG_HINT
 
 
+def test_a_full_disk_is_2_with_one_line(monkeypatch, capsys):
+    import errno
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "o/model.safetensors")
+
+    monkeypatch.setattr(criteria_cli, "run", full)
+    assert main(["criteria"]) == 2
+    assert capsys.readouterr().err.strip() == ("neuroprune: error: [Errno 28] No space left on device: "
+                                               "'o/model.safetensors'")
+
+
 def interrupt_at_step(monkeypatch, step: int, action):
     real = schedule._run_step
 

@@ -1,7 +1,8 @@
 """Entry point of the ``neuroprune`` command.
 
-Exit status: 0 done; 2 a problem with the command or its inputs, printed as one line
-(``neuroprune: error: …``, also for argparse usage errors); 130 interrupted by Ctrl-C and 143 by
+Exit status: 0 done; 2 a problem with the command or its inputs (or a full disk, a read-only
+filesystem, missing permission), printed as one line (``neuroprune: error: …``; argparse usage
+errors also exit 2); 130 interrupted by Ctrl-C and 143 by
 SIGTERM, with a line saying what was kept; 1 an internal error (a bug), with its traceback and a
 request to report it.
 """
@@ -9,6 +10,7 @@ request to report it.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import traceback
 
@@ -16,6 +18,8 @@ from ..errors import NeuropruneError
 from . import criteria, demo, export, prune, sensitivity, train_prune
 from .interrupts import describe_kept, exit_status, sigterm_as_interrupt
 
+#: Errors of the machine, not of neuroprune: a full disk, a read-only filesystem, missing permission.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 BUG_HINT = ("neuroprune: internal error (a bug, not a problem with your input); please report it with the command "
             "line and the traceback above")
 
@@ -57,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         how = "terminated (SIGTERM)" if exit_status(interrupt) == 143 else "interrupted"
         print(f"neuroprune: {how}; {describe_kept(args)}", file=sys.stderr)
         return exit_status(interrupt)
-    except Exception:
+    except Exception as error:
+        if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+            print(f"neuroprune: error: {error}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(BUG_HINT, file=sys.stderr)
         return 1

@@ -129,6 +129,8 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
     result.report.update(extra)
     print(format_report(result.report))
     _write_result(result, args)
+    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
+        remove_folder(checkpoint)  # the default checkpoint has served its purpose
     if args.explain:  # after the result is safe: a failing explanation cannot lose it
         try:
             scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
@@ -141,8 +143,6 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
         _write_result(result, args, again=True)  # now with the score figures
         write_scores_csv(args.explain, scores, removed)
         args.kept.append(f"the scores in {args.explain}")
-    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
-        remove_folder(checkpoint)  # the default checkpoint has served its purpose
     return result
 
 
