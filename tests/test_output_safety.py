@@ -184,6 +184,15 @@ def test_overwrite_replaces_an_earlier_result(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
+def test_out_left_as_hidden_siblings_by_a_kill_is_recovered_and_refused_up_front(tmp_path, capsys, no_work):
+    hidden = tmp_path / ".o.old-0badc0de"  # what a kill between the two renames of a replacement leaves
+    hidden.mkdir()
+    (hidden / "model.safetensors").write_bytes(b"weights")
+    (hidden / "plan.json").write_text('{"format": "neuroprune-plan", "version": 1, "modules": {}}')
+    line = refused(capsys, "prune", "--model", "zoo:mlp", "--out", str(tmp_path / "o"), *QUICK)
+    assert "already exists" in line and (tmp_path / "o" / "model.safetensors").read_bytes() == b"weights"
+
+
 def test_resume_without_a_checkpoint_is_refused_before_training(tmp_path, capsys, no_work):
     line = refused(capsys, "prune", "--model", "zoo:mlp", "--resume", "--out", str(tmp_path / "p"), *QUICK)
     assert "nothing to resume" in line

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..atomic import recover_folder
 from ..config import PruneConfig
 from ..config_file import load_config_file
 from ..data import DataSplits, load_data
@@ -205,6 +206,7 @@ def check_output(args: argparse.Namespace) -> None:
     """Check ``--out`` and ``--json`` before any work is done (see :mod:`neuroprune.cli.outputs`)."""
     inputs = input_paths(args)
     if args.out:
+        recover_folder(args.out, is_saved_folder)  # a crash between the renames of an earlier --overwrite
         check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite, owned=is_saved_folder)
     if getattr(args, "json", None):
         check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)
