@@ -392,3 +392,30 @@ def test_cli_resume_with_other_weights_is_refused_naming_them(tmp_path, monkeypa
     assert "was started from other model weights (--weights" in capsys.readouterr().err
     assert (tmp_path / "o.checkpoint" / STATE_FILE).read_bytes() == state  # the checkpoint is untouched
     assert main([*argv, "--weights", str(tmp_path / "a.safetensors"), "--resume"]) == 0
+
+
+@pytest.mark.parametrize("swap", [True, False])
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_a_failure_at_any_rename_leaves_the_old_or_the_new_folder(results, tmp_path, monkeypatch, swap, fail_at):
+    old, new = results
+    target = tmp_path / "out"
+    save(target, old.model, old.plan)
+    if not swap:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real, calls = os.replace, []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if len(calls) == fail_at:
+            raise OSError("failed here")
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing)
+    try:
+        save(target, new.model, new.plan, overwrite=True)
+    except OSError:
+        pass
+    monkeypatch.undo()
+    got = outputs(load(target, BUILD))
+    assert torch.equal(got, outputs(old.model)) or torch.equal(got, outputs(new.model))
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
