@@ -419,3 +419,17 @@ def test_a_failure_at_any_rename_leaves_the_old_or_the_new_folder(results, tmp_p
     got = outputs(load(target, BUILD))
     assert torch.equal(got, outputs(old.model)) or torch.equal(got, outputs(new.model))
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_fingerprint_covers_every_dtype_and_zero_dim_buffers(dtype):
+    from neuroprune.fingerprint import fingerprint_model
+
+    model = mlp((6, 16, 3), norm="bn").to(dtype)  # BatchNorm's num_batches_tracked is a 0-dim int64
+    same = mlp((6, 16, 3), norm="bn").to(dtype)
+    assert fingerprint_model(model) == fingerprint_model(same)
+    weight = same[0].weight.data.view(-1)
+    weight.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[weight.element_size()])[3] += 1  # one ulp
+    assert fingerprint_model(model) != fingerprint_model(same)
+    same[1].num_batches_tracked += 1
+    assert fingerprint_model(mlp((6, 16, 3), norm="bn").to(dtype)) != fingerprint_model(same)
