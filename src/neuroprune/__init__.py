@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .config import PruneConfig
 from .errors import (CheckpointError, ConfigError, DataError, NeuropruneError, NonFiniteError, NoSignalError,
-                     NoPrunableLayerError, OutputExistsError, PlanError, PruningTargetError,
+                     NoPrunableLayerError, OutputExistsError, OutputPathError, PlanError, PruningTargetError,
                      UnknownNameError, UnsupportedModuleError)
 from .graph.discover import discover
 from .io import apply_plan, load, load_weights, read_plan, save
@@ -33,5 +33,5 @@ __all__ = [
     "score_groups", "criterion_names", "apply_masks", "apply_plan", "save", "load", "load_weights", "read_plan",
     "build_model", "NeuropruneError", "ConfigError", "UnknownNameError", "UnsupportedModuleError", "DataError",
     "NonFiniteError", "NoSignalError", "NoPrunableLayerError", "PruningTargetError", "PlanError", "CheckpointError",
-    "OutputExistsError", "__version__",
+    "OutputExistsError", "OutputPathError", "__version__",
 ]

@@ -55,7 +55,6 @@ import os
 import re
 import sys
 import traceback
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .atomic import atomic_path
 from .errors import CheckpointError, ConfigError, NeuropruneError, OutputExistsError, UnknownNameError
 
 __all__ = [
@@ -371,24 +371,7 @@ def _run_checks(fmt: str, run: Callable[[tuple[torch.Tensor, ...]], Sequence[Any
     return max_abs, max_rel
 
 
-@contextlib.contextmanager
-def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path next to ``path``; renamed onto it if the block succeeds, removed otherwise.
-
-    Like :func:`neuroprune.atomic.write_atomic`, but for writers that want a path (the exporters),
-    and so that the check can run on the very file that is then renamed into place.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}"
-    try:
-        yield temporary
-        with open(temporary, "rb+") as handle:  # on disk before it takes the final name
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+_atomic_target = atomic_path  # the exporters write to a path; the check runs on that very file
 
 
 def _io_names(prefix: str, count: int) -> list[str]:

@@ -3,7 +3,8 @@
 A saved folder holds three files:
 
 * ``model.safetensors`` – the pruned weights (safetensors: no code runs on load);
-* ``plan.json`` – what was kept of every layer of the original model (versioned format);
+* ``plan.json`` – what was kept of every layer of the original model (versioned format), and the
+  sha256 of ``model.safetensors``, checked on load;
 * ``report.json`` – the measurements of the run.
 
 :func:`load` rebuilds the original architecture, replays the plan to shrink it and loads the
@@ -26,11 +27,10 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,19 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from .adapters import get_adapter
-from .errors import CheckpointError, ConfigError, OutputExistsError, PlanError, WeightsWarning
-from .plan import PruningPlan
+from .atomic import recover_folder, replace_folder
+from .errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, PlanError, WeightsWarning
+from .plan import PLAN_FORMAT, PruningPlan
 from .surgery.apply import apply_keep
 from .surgery.registry import handler_for
 
 MODEL_FILE = "model.safetensors"
 PLAN_FILE = "plan.json"
 REPORT_FILE = "report.json"
+#: Key of ``plan.json`` holding the sha256 of ``model.safetensors`` (absent in folders of other writers).
+WEIGHTS_SHA256 = "weights_sha256"
+#: Deeper JSON is refused before parsing (Python's parser would hit its recursion limit).
+MAX_JSON_DEPTH = 64
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) -> nn.Module:
@@ -79,24 +84,51 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_saved_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a complete folder written by :func:`save` (weights and a neuroprune ``plan.json``).
+
+    Example:
+        >>> is_saved_folder("/nonexistent/folder")
+        False
+    """
+    folder = Path(folder)
+    try:
+        if not (folder / MODEL_FILE).is_file():
+            return False
+        data = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == PLAN_FORMAT
+
+
 def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report: dict | None = None, *,
          overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors``, ``plan.json`` and ``report.json`` into ``folder``.
 
-    Everything is written to a temporary sibling folder first and renamed into place, so an
-    interrupted save leaves no half-written folder. An existing folder is refused unless
-    ``overwrite``. ``extra`` maps further relative file names to content: bytes or text are
-    written as they are, anything else as JSON.
+    Everything is written to a hidden sibling folder, fsynced, and swapped into place (see
+    :mod:`neuroprune.atomic`), so the path always holds a complete old or new folder. An existing
+    folder is refused unless ``overwrite``; a file at the path is always refused. ``plan.json`` is
+    written last and records the sha256 of ``model.safetensors``. ``extra`` maps further relative
+    file names to content: bytes or text are written as they are, anything else as JSON.
     """
     folder = Path(folder)
+    recover_folder(folder, is_saved_folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"output folder {str(folder)!r} is a file; a folder is wanted there")
     if folder.exists() and not overwrite:
         raise OutputExistsError(f"output folder {str(folder)!r} already exists; choose another or pass overwrite")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with replace_folder(folder, is_saved_folder) as staging:
         safetensors.torch.save_model(model, str(staging / MODEL_FILE))
-        _write_json(staging / PLAN_FILE, plan.to_dict())
         _write_json(staging / REPORT_FILE, report or {})
         for name, content in (extra or {}).items():
             target = staging / name
@@ -107,28 +139,56 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
                 target.write_text(content)
             else:
                 _write_json(target, content)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-            staging.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _write_json(staging / PLAN_FILE, {**plan.to_dict(), WEIGHTS_SHA256: file_sha256(staging / MODEL_FILE)})
+
+
+def _json_depth(text: str) -> int:
+    """How deeply brackets nest in JSON text (brackets inside strings count too: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json_file(path: Path, what: str, error: type[Exception] = PlanError) -> Any:
+    """Parse a small JSON file of a saved folder; every problem is a neuroprune error naming the file."""
+    if path.is_dir():
+        raise error(f"{path} is a folder; {what} must be a JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as missing:
+        raise CheckpointError(f"{str(path.parent)!r} is not a neuroprune folder: {path.name} is missing") from missing
+    except UnicodeDecodeError as undecodable:
+        raise CheckpointError(f"{path} is not valid JSON: {undecodable}") from undecodable
+    except OSError as unreadable:
+        raise CheckpointError(f"cannot read {path}: {unreadable}") from unreadable
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise error(f"{path} nests deeper than {MAX_JSON_DEPTH} levels; {what} is never that deep")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as invalid:
+        raise CheckpointError(f"{path} is not valid JSON: {invalid}") from invalid
+
+
+def _read_plan_data(folder: Path) -> tuple[PruningPlan, str | None]:
+    data = read_json_file(folder / PLAN_FILE, PLAN_FILE)
+    plan = PruningPlan.from_dict(data)
+    digest = data.get(WEIGHTS_SHA256)
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise PlanError(f"{folder / PLAN_FILE}: {WEIGHTS_SHA256!r} must be 64 lowercase hex digits, got {digest!r}")
+    return plan, digest
 
 
 def read_plan(folder: str | os.PathLike) -> PruningPlan:
     """The plan of a saved folder (validated)."""
-    path = Path(folder) / PLAN_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise CheckpointError(f"{str(folder)!r} is not a neuroprune folder: {PLAN_FILE} is missing") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
-    return PruningPlan.from_dict(data)
+    folder = Path(folder)
+    recover_folder(folder, is_saved_folder)
+    return _read_plan_data(folder)[0]
 
 
 def load(folder: str | os.PathLike, model_or_builder: nn.Module | Callable[[], nn.Module]) -> nn.Module:
@@ -140,10 +200,11 @@ def load(folder: str | os.PathLike, model_or_builder: nn.Module | Callable[[], n
             module passed in is copied, not modified.
     """
     folder = Path(folder)
+    recover_folder(folder, is_saved_folder)  # a crash between the two renames of a replacement
     weights = folder / MODEL_FILE
     if not weights.is_file():
         raise CheckpointError(f"{str(folder)!r} is not a neuroprune folder: {MODEL_FILE} is missing")
-    plan = read_plan(folder)
+    plan, digest = _read_plan_data(folder)
     if isinstance(model_or_builder, nn.Module):
         model = copy.deepcopy(model_or_builder)
     elif callable(model_or_builder):
@@ -152,6 +213,9 @@ def load(folder: str | os.PathLike, model_or_builder: nn.Module | Callable[[], n
         raise ConfigError([f"model_or_builder must be an nn.Module or a function returning one, got {type(model_or_builder).__name__}"])
     model = apply_plan(model, plan, inplace=True)
     _load_safetensors_into(model, weights)
+    if digest is not None and file_sha256(weights) != digest:
+        raise CheckpointError(f"{weights} does not match the sha256 recorded in {PLAN_FILE}: the file was changed or "
+                              "damaged after saving; restore it or save the model again")
     return model
 
 

@@ -61,24 +61,39 @@ class PruningPlan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise PlanError(f"not a neuroprune plan (expected format {PLAN_FORMAT!r})")
         version = data.get("version")
-        if not isinstance(version, int) or version > PLAN_VERSION or version < 1:
+        if not _is_int(version) or version > PLAN_VERSION or version < 1:
             raise PlanError(f"plan version {version!r} is not supported; this neuroprune reads versions 1..{PLAN_VERSION}")
         modules = data.get("modules")
         problems = []
         if not isinstance(modules, dict):
             raise PlanError("plan has no 'modules' mapping")
         for path, entry in modules.items():
+            if not path:
+                problems.append("module path '': the whole model is not a layer; paths name a submodule, e.g. 'fc1'")
+                continue
             axes = entry.get("axes") if isinstance(entry, dict) else None
             if not isinstance(axes, dict) or not isinstance(entry.get("type"), str):
                 problems.append(f"{path}: needs 'type' and 'axes'")
                 continue
             for axis, spec in axes.items():
-                ok = isinstance(spec, dict) and isinstance(spec.get("size"), int) and isinstance(spec.get("keep"), list)
-                if not ok or not all(isinstance(i, int) and 0 <= i < spec["size"] for i in spec["keep"]) or not spec["keep"]:
-                    problems.append(f"{path}.{axis}: 'keep' must list positions in [0, size)")
+                if not _valid_axis(spec):
+                    problems.append(f"{path}.{axis}: 'size' must be a positive integer and 'keep' must list "
+                                    "increasing positions in [0, size)")
         if problems:
             raise PlanError("malformed plan: " + "; ".join(problems))
         adapter = data.get("adapter", "fx")
         if not isinstance(adapter, str):
             raise PlanError("plan 'adapter' must be a name")
         return cls(modules, adapter)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a position
+
+
+def _valid_axis(spec: Any) -> bool:
+    if not isinstance(spec, dict) or not _is_int(spec.get("size")) or not isinstance(spec.get("keep"), list):
+        return False
+    keep, size = spec["keep"], spec["size"]
+    return (bool(keep) and all(_is_int(i) and 0 <= i < size for i in keep)
+            and all(a < b for a, b in zip(keep, keep[1:])))

@@ -24,7 +24,7 @@ import torch.nn as nn
 from .adapters import adapter_for, get_adapter
 from .config import PruneConfig
 from .errors import NoPrunableLayerError
-from .checkpoint import LoopState, checkpoint_exists, load_checkpoint, save_checkpoint
+from .checkpoint import LoopState, check_checkpoint_folder, fingerprint_run, load_checkpoint, save_checkpoint
 from .graph.groups import DependencyGraph
 from .io import save
 from .plan import PruningPlan
@@ -170,7 +170,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
     Args:
         checkpoint: folder written atomically after every step; with ``resume=True`` a run
             continues from it (after a crash or Ctrl-C) and ends with the same model as an
-            uninterrupted run.
+            uninterrupted run. Resuming needs the same weights, data and settings.
         on_step: called as ``on_step(step, model)`` after each step (and its checkpoint).
     """
     config = config or PruneConfig()
@@ -184,8 +184,11 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         raise NoPrunableLayerError(_no_prunable_message(graph))
     settings = resolve_policies(graph, config)
     state = None
-    if resume and checkpoint is not None and checkpoint_exists(checkpoint):
-        work, state = load_checkpoint(checkpoint, model, config)
+    fingerprint = fingerprint_run(model, task) if checkpoint is not None else None
+    if resume:  # without a checkpoint, or with one of other weights, data or settings: CheckpointError
+        work, state = load_checkpoint(checkpoint, model, config, fingerprint)
+    elif checkpoint is not None:
+        check_checkpoint_folder(checkpoint)  # a folder that is not a checkpoint is never replaced
     if state is None:
         state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
                           {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
@@ -194,7 +197,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         work = _run_step(work, step, state, task, config, adapter, example, settings, teacher)
         state.step = step
         if checkpoint is not None:
-            save_checkpoint(checkpoint, work, state, config)
+            save_checkpoint(checkpoint, work, state, config, fingerprint)
         if on_step is not None:
             on_step(step, work)
     final_graph = adapter.discover(work, example, ignore=config.ignore)

@@ -124,6 +124,14 @@ class ClassificationTask:
                         reduction="batchmean") * temperature**2
         return (1 - weight) * hard + weight * soft
 
+    def fingerprint(self) -> str:
+        """A sha256 of every split and of how batches are drawn (checkpoints refuse to resume on other data)."""
+        from .fingerprint import fingerprint_values
+
+        d = self.data
+        return fingerprint_values([d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test],
+                                  [self.batch_size, self.calibration_samples, self.seed])
+
     def evaluate(self, model: nn.Module, split: str) -> float:
         """Accuracy on ``"val"`` or ``"test"`` (eval mode; the model's mode is restored)."""
         if split not in ("val", "test", "train"):

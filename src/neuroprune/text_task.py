@@ -234,6 +234,12 @@ class TextTask:
     def split_sizes(self) -> dict[str, int]:
         return {name: len(self.sentences[name]) for name in SPLITS}
 
+    def fingerprint(self) -> str:
+        """A sha256 of the sentences of every split and the batching settings."""
+        from .fingerprint import fingerprint_values
+
+        return fingerprint_values(self.sentences, [self.batch_size, self.max_length, self.seed])
+
     # -- binding and batches -------------------------------------------------------------------
 
     def bind(self, model: nn.Module) -> TextTask:

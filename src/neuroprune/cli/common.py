@@ -21,16 +21,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..atomic import recover_folder
 from ..config import PruneConfig
 from ..config_file import load_config_file, read_config_file
 from ..data import DataSplits, load_data
-from ..errors import (ConfigError, DataError, ModelFileError, NeuropruneWarning, OutputExistsError,
-                      UnknownNameError)
-from ..io import load_weights
+from ..errors import ConfigError, DataError, ModelFileError, NeuropruneWarning, UnknownNameError
+from ..io import is_saved_folder, load_weights
 from ..recover.finetune import finetune
 from ..scoring import criterion_names
 from ..task import ClassificationTask
 from ..zoo import ZOO, build_model, zoo_entry
+from .outputs import check_output_file, check_output_folder, input_paths
 
 #: Default learning rate of distillation (``--lr`` not given) for hf models.
 DISTILL_LR = 5e-5
@@ -331,9 +332,13 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
 
 
 def check_output(args: argparse.Namespace) -> None:
-    """Refuse an existing output folder before any work is done."""
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise OutputExistsError(f"output folder {args.out!r} already exists; choose another --out or pass --overwrite")
+    """Check ``--out`` and ``--json`` before any work is done (see :mod:`neuroprune.cli.outputs`)."""
+    inputs = input_paths(args)
+    if args.out:
+        recover_folder(args.out, is_saved_folder)  # a crash between the renames of an earlier --overwrite
+        check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite, owned=is_saved_folder)
+    if getattr(args, "json", None):
+        check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)
 
 
 def load_data_for(spec: str, args: argparse.Namespace) -> DataSplits:

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(model, task, config)
     print(format_report(result.report))
     result.save(args.out, overwrite=args.overwrite)
+    args.kept.append(f"the pruned model in {args.out}/")
     if args.json:
         write_report_json(result.report, args.json)
     print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json, report.html, figures/) in {time.perf_counter() - start:.1f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..export import FORMATS, export_folder
+from .outputs import check_output_folder, input_paths
 
 EXAMPLES = """\
 examples:
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_folder(args.out_dir, "OUT_DIR", inputs=input_paths(args), may_exist=True)
     check = export_folder(
         args.out_dir, args.folder, args.model, getattr(args, "format", "onnx"),
         input_shape=getattr(args, "input_shape", None), opset=getattr(args, "opset", None),

@@ -1,17 +1,28 @@
 """Entry point of the ``neuroprune`` command.
 
-Errors neuroprune raises on purpose are printed as one line (``neuroprune: error: …``) with exit
-status 2; anything else is a bug and keeps its traceback.
+Exit status: 0 done; 2 a problem with the command or its inputs (or a full disk, a read-only
+filesystem, missing permission), printed as one line (``neuroprune: error: …``; argparse usage
+errors also exit 2); 130 interrupted by Ctrl-C and 143 by
+SIGTERM, with a line saying what was kept; 1 an internal error (a bug), with its traceback and a
+request to report it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import traceback
 
 from ..errors import NeuropruneError
 from . import criteria, demo, export, prune, sensitivity, train_prune
 from .common import warnings_as_lines
+from .interrupts import describe_kept, exit_status, sigterm_as_interrupt
+
+#: Errors of the machine, not of neuroprune: a full disk, a read-only filesystem, missing permission.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+BUG_HINT = ("neuroprune: internal error (a bug, not a problem with your input); please report it with the command "
+            "line and the traceback above")
 
 EPILOG = """\
 examples:
@@ -40,15 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given, so that they override a --config file
+    args.kept, args.checkpoint_path = [], None  # what an interrupted run leaves behind
     try:
-        with warnings_as_lines():  # neuroprune warnings: one line each on stderr
+        with sigterm_as_interrupt(), warnings_as_lines():  # SIGTERM as Ctrl-C; warnings one line each
             return args.run(args)
     except NeuropruneError as error:
         print(f"neuroprune: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("neuroprune: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if exit_status(interrupt) == 143 else "interrupted"
+        print(f"neuroprune: {how}; {describe_kept(args)}", file=sys.stderr)
+        return exit_status(interrupt)
+    except Exception as error:
+        if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+            print(f"neuroprune: error: {error}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(BUG_HINT, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

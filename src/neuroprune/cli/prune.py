@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-from pathlib import Path
 
+from ..atomic import remove_folder
 from ..budget import Budget, search_budget
-from ..errors import CheckpointError, ConfigError
+from ..checkpoint import check_checkpoint_folder, checkpoint_exists, is_checkpoint
+from ..errors import CheckpointError, ConfigError, NeuropruneError
 from ..explain import explain
 from ..report.scores_csv import write_scores_csv
 from ..report.table import format_report, write_report_json
 from ..schedule import PruneResult, prune
 from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
                      parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
+from .outputs import check_distinct, check_output_file, check_output_folder, input_paths
 
 EXAMPLES = """\
 examples:
@@ -55,12 +56,54 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_output(args)
+    check_prune_outputs(args, config)
     seed_everything(args.seed)
     if parse_model_spec(args.model)[0] == "hf":
         return run_hf(args, config)
     model, task = trained_model_and_task(args, config.progress)
     prune_and_report(model, task, config, args)
     return 0
+
+
+def checkpoint_path(args: argparse.Namespace, config) -> str | None:
+    """``--checkpoint``, else ``OUT.checkpoint`` for runs of several steps (or ``--resume``), else none."""
+    if args.checkpoint:
+        return args.checkpoint
+    if args.out and (config.steps > 1 or args.resume):
+        return f"{args.out}.checkpoint"
+    return None
+
+
+def check_prune_outputs(args: argparse.Namespace, config) -> str | None:
+    """Check the checkpoint, ``--json`` and ``--explain`` before any work (``--out``: :func:`check_output`).
+
+    A checkpoint folder that neuroprune did not write is refused even with ``--overwrite`` (it would
+    be replaced at every step and deleted at the end); ``--resume`` needs an existing checkpoint.
+    Sets ``args.checkpoint_path`` (what an interrupted run reports) and returns it.
+    """
+    inputs = input_paths(args)
+    checkpoint = checkpoint_path(args, config)
+    check_distinct([("--out", args.out, True), ("--checkpoint", checkpoint, True), ("--json", args.json, False),
+                    ("--explain", args.explain, False)])
+    if checkpoint is not None:
+        option = "--checkpoint" if args.checkpoint else "the checkpoint folder (OUT.checkpoint)"
+        check_output_folder(checkpoint, option, inputs=inputs)
+        if args.resume and not checkpoint_exists(checkpoint):
+            raise CheckpointError(f"nothing to resume: no checkpoint folder {checkpoint!r}")
+        if not args.resume:
+            check_checkpoint_folder(checkpoint)
+            if checkpoint_exists(checkpoint):
+                print_err(f"note: starting afresh; the earlier checkpoint in {checkpoint} will be replaced "
+                          "(pass --resume to continue it instead)")
+    elif args.resume:
+        raise CheckpointError("nothing to resume: --resume needs --checkpoint DIR, or --out OUT (whose checkpoint is "
+                              "OUT.checkpoint)")
+    for option, path in (("--json", args.json), ("--explain", args.explain)):
+        if path:
+            check_output_file(path, option, inputs=inputs, replaced_folders=[("the checkpoint", checkpoint)],
+                              output_folder=args.out)
+    args.checkpoint_path = checkpoint
+    return checkpoint
 
 
 def budget_from_args(args: argparse.Namespace) -> Budget | None:
@@ -80,28 +123,40 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
         config = found.config(config)
         extra |= {"budget": {"target": budget.describe(), "ratios": found.ratios, "achieved": found.achieved},
                  "sensitivity": found.sensitivity["layers"]}
-    checkpoint = args.checkpoint
-    if checkpoint is None and args.out and (config.steps > 1 or args.resume):
-        checkpoint = f"{args.out}.checkpoint"
-    if args.resume and (checkpoint is None or not Path(checkpoint).exists()):
-        raise CheckpointError(f"nothing to resume: no checkpoint folder {checkpoint!r}")
+    checkpoint = checkpoint_path(args, config)
+    args.checkpoint_path = checkpoint
     result = prune(model, task, config, checkpoint=checkpoint, resume=args.resume)
     result.report.update(extra)
-    if args.explain:
-        scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
-                                  progress=config.progress)
-        write_scores_csv(args.explain, scores, removed)
-        result.report["scores"] = scores
     print(format_report(result.report))
+    _write_result(result, args)
+    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
+        remove_folder(checkpoint)  # the default checkpoint has served its purpose
+    if args.explain:  # after the result is safe: a failing explanation cannot lose it
+        try:
+            scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
+                                      progress=config.progress)
+        except NeuropruneError as error:
+            kept = "; ".join(args.kept) or "nothing"
+            error.args = (f"{error} (--explain failed after the run; kept: {kept})",)
+            raise
+        result.report["scores"] = scores
+        _write_result(result, args, again=True)  # now with the score figures
+        write_scores_csv(args.explain, scores, removed)
+        args.kept.append(f"the scores in {args.explain}")
+    return result
+
+
+def _write_result(result: PruneResult, args: argparse.Namespace, *, again: bool = False) -> None:
     if args.out:
-        result.save(args.out, overwrite=args.overwrite, html=not args.no_html)
-        print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
-              + ("" if args.no_html else ", report.html, figures/") + ")")
-        if checkpoint is not None and args.checkpoint is None:
-            shutil.rmtree(checkpoint, ignore_errors=True)  # the default checkpoint has served its purpose
+        result.save(args.out, overwrite=args.overwrite or again, html=not args.no_html)
+        if not again:
+            args.kept.append(f"the pruned model in {args.out}/")
+            print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
+                  + ("" if args.no_html else ", report.html, figures/") + ")")
     if args.json:
         write_report_json(result.report, args.json)
-    return result
+        if not again:
+            args.kept.append(f"the report in {args.json}")
 
 
 def run_hf(args: argparse.Namespace, config) -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..atomic import write_atomic
 from ..config import PruneConfig
 from ..errors import ConfigError
 from ..report.plots import figure_png, plot_sensitivity
 from ..sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
 from .common import add_data_arguments, seed_everything, trained_model_and_task
+from .outputs import check_distinct, check_output_file, input_paths
 
 EXAMPLES = """\
 examples:
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         ratios = tuple(float(r) for r in args.ratios.split(","))
     except ValueError as error:
         raise ConfigError([f"--ratios must be comma-separated numbers, got {args.ratios!r}"]) from error
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option, inputs=input_paths(args))
+    check_distinct([("--json", args.json, False), ("--plot", args.plot, False)])
     config = PruneConfig(criterion=args.criterion, progress=not args.quiet, seed=args.seed)
     seed_everything(args.seed)
     model, task = trained_model_and_task(args, config.progress)
@@ -48,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
     result["data"] = task.data.describe()
     print(format_sensitivity(result))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
+        write_atomic(args.json, json.dumps(result, indent=2))
+        args.kept.append(f"the curves in {args.json}")
     if args.plot:
-        with open(args.plot, "wb") as handle:
-            handle.write(figure_png(plot_sensitivity({"sensitivity": result["layers"], "metric": result["metric"]})))
+        write_atomic(args.plot, figure_png(plot_sensitivity({"sensitivity": result["layers"], "metric": result["metric"]})))
     return 0

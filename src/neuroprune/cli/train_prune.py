@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                          "end_epoch": end, "schedule": args.schedule, "criterion": args.criterion, "lr": args.lr}}
     print(format_report(report))
     PruneResult(small, plan, report).save(args.out, overwrite=args.overwrite)
+    args.kept.append(f"the pruned model in {args.out}/")
     if args.json:
         write_report_json(report, args.json)
     print(f"\nsaved to {args.out}/")
