@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,15 @@ class LoopState:
     fixed: dict[str, list[str]]
     before: dict[str, Any]
     steps: list[dict[str, Any]]
+    pending: list[float] = field(default_factory=list)  # fractions of the target still to reach, ascending
+    done: float = 0.0  # fraction of the target reached by the last accepted attempt
+    fails: int = 0  # attempts rolled back in a row in the current step
+    seconds: float = 0.0  # time spent in steps so far
+    stopped: str | None = None  # why the loop stopped before the schedule ended
+
+    def loop_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending, "done": self.done, "fails": self.fails, "seconds": self.seconds,
+                "stopped": self.stopped}
 
 
 def _settings(config) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, state: LoopStat
     """Replace the checkpoint in ``folder`` with the current model and loop state."""
     data = {
         "step": state.step, "reference": state.reference, "original": state.original, "fixed": state.fixed,
-        "before": state.before, "steps": state.steps, "config": _settings(config),
+        "before": state.before, "steps": state.steps, "config": _settings(config), "loop": state.loop_dict(),
         "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
     }
     save(folder, model, state.plan, overwrite=True, extra={STATE_FILE: data})
@@ -76,5 +85,6 @@ def load_checkpoint(folder: str | os.PathLike, original: nn.Module, config) -> t
     rng = torch.frombuffer(bytearray(base64.b64decode(data["rng"])), dtype=torch.uint8)
     torch.set_rng_state(rng)
     state = LoopState(data["step"], PruningPlan.from_dict(json.loads((Path(folder) / "plan.json").read_text())),
-                      data["reference"], data["original"], data["fixed"], data["before"], data["steps"])
+                      data["reference"], data["original"], data["fixed"], data["before"], data["steps"],
+                      **data.get("loop", {}))
     return model, state
