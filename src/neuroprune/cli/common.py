@@ -113,8 +113,16 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--ratio", type=float, help="fraction of prunable neurons to remove, in [0, 1) (default 0.5)")
     target.add_argument("--threshold", type=float, help="remove neurons whose normalised score is below this")
     group.add_argument("--scope", choices=["local", "global"], default="local")
-    group.add_argument("--steps", type=int, default=1)
+    group.add_argument("--steps", type=_steps, default="auto", metavar="N|auto",
+                       help="steps to reach the target (default auto: one step, split into smaller ones whenever an "
+                            "attempt is rolled back; N: k/N of the target after step k, also continued on rollback)")
     group.add_argument("--tolerance", type=float, default=0.02, help="largest validation drop before a step is rolled back")
+    group.add_argument("--judge", choices=["after", "before"], default="after",
+                       help="validate an attempt after its recovery (default: reconstruction and --finetune-epochs "
+                            "of fine-tuning per attempt) or right after masking (the write-up's order)")
+    group.add_argument("--max-attempts", type=int, metavar="N",
+                       help="most attempts in all, rolled back ones included (default: scheduled steps + 8)")
+    group.add_argument("--max-seconds", type=float, metavar="S", help="start no new attempt after S seconds")
     group.add_argument("--min-width", type=int, default=1)
     group.add_argument("--round-to", type=int, default=1, help="keep layer widths at multiples of this")
     group.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after every accepted step")
@@ -155,6 +163,16 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(option_dests={option: a.dest for a in parser._actions for option in a.option_strings})
 
 
+def _steps(text: str) -> int | str:
+    """``--steps``: ``auto`` or a whole number (range checks are PruneConfig's)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number, got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> PruneConfig:
     options: dict[str, Any] = {}
     if args.criterion == "magnitude":
@@ -182,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     settings = dict(
         criterion=args.criterion, criterion_options=options, ratio=ratio, threshold=args.threshold,
         scope=args.scope, steps=args.steps, tolerance=args.tolerance, min_width=args.min_width,
+        judge=args.judge, max_attempts=args.max_attempts, max_seconds=args.max_seconds,
         round_to=args.round_to, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
         reconstruct=args.reconstruct, activation_threshold=args.activation_threshold, ignore=tuple(args.ignore),
         seed=args.seed, latency_runs=args.latency_runs, progress=not args.quiet,
