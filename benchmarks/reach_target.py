@@ -9,6 +9,8 @@ dense model and the same data:
   ``steps="auto"``, ``judge="after"``: each attempt is fine-tuned before it is validated);
 * **neuroprune judge=before**: the same with ``judge="before"`` (the write-up's order, validated
   right after masking, as the loop did before issue 15; it still continues after a rollback);
+* **neuroprune recipe**: the default command plus ``--reconstruct --distill 0.7`` (least-squares
+  re-fit before the fine-tuning, which is distilled from the dense model), same budget per attempt;
 * **Torch-Pruning**: ``MetaPruner`` with L2 magnitude importance, ``pruning_ratio=0.8`` (output
   layer ignored), one shot, then fine-tuned for as many epochs as neuroprune's default command
   spent in all (its report's ``finetune.epochs_total``), same optimiser, learning rate and batches.
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         tp = None
         print("torch_pruning not installed: its rows are skipped", file=sys.stderr)
     rows: dict[str, list[dict]] = {"dense": [], "neuroprune default": [], "neuroprune judge=before": [],
-                                   "Torch-Pruning (L2)": []}
+                                   "neuroprune recipe": [], "Torch-Pruning (L2)": []}
     stories = []
     for seed in seeds:
         splits = load_splits(data_path, seed=0)  # one split for every seed: seeds vary the training
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["neuroprune default"].append(default)
         stories.append((seed, report))
         rows["neuroprune judge=before"].append(run_neuroprune(dense, task, seed, judge="before")[0])
+        rows["neuroprune recipe"].append(run_neuroprune(dense, task, seed, reconstruct=True, distill_weight=0.7)[0])
         if tp is not None:
             rows["Torch-Pruning (L2)"].append(run_torch_pruning(tp, dense, task, seed, default["epochs"]))
         print(f"seed {seed}: " + "; ".join(f"{name} err {r[-1]['error']:.2%} removed {r[-1]['neurons_removed']:.0%}"

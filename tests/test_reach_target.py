@@ -247,3 +247,26 @@ def test_impossible_budget_on_the_command_line_is_one_line_exit_2(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("neuroprune: error: cannot reach FLOPs at 0.01% of the original")
     assert not (tmp_path / "out").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_in_the_middle_of_a_continuation_ends_like_an_uninterrupted_run(trained, tmp_path):
+    model, task = trained
+    config = PruneConfig(criterion="random", ratio=0.9, tolerance=0.0, max_retries=3, **FAST)
+    uninterrupted = prune(model, task, config)
+    assert len({s["step"] for s in uninterrupted.report["steps"]}) >= 3  # rollbacks made extra steps
+
+    def crash_after_two(step, _):
+        if step == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        prune(model, task, config, checkpoint=tmp_path / "ckpt", on_step=crash_after_two)
+    resumed = prune(model, task, config, checkpoint=tmp_path / "ckpt", resume=True)
+    assert resumed.report["steps"] == uninterrupted.report["steps"]
+    assert resumed.report["target"] == uninterrupted.report["target"]
+    a, b = uninterrupted.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

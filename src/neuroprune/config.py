@@ -48,7 +48,8 @@ class PruneConfig:
     max_seconds: float | None = field(default=None, metadata={"help": "no new attempt starts after this many seconds"})
     min_width: int = field(default=1, metadata={"help": "fewest neurons a layer keeps"})
     round_to: int = field(default=1, metadata={"help": "keep widths at multiples of this"})
-    finetune_epochs: int = field(default=0, metadata={"help": "epochs of fine-tuning after every accepted step"})
+    finetune_epochs: int = field(default=0, metadata={"help": "epochs of fine-tuning per attempt, before it "
+                                 "is judged (judge='after'), or after every accepted step (judge='before')"})
     learning_rate: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (Adam)"})
     distill_weight: float = field(default=0.0, metadata={"help": "fine-tune against the unpruned model's outputs, in [0, 1]"})
     distill_temperature: float = field(default=4.0, metadata={"help": "softening temperature of the distillation"})

@@ -225,9 +225,9 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
         drop = quality_drop(state.reference, metric, lower_is_better=lower_is_better(task))
         accepted = drop <= config.tolerance
         verdict = "<=" if accepted else ">"
-        judged = f" after {epochs} epochs of fine-tuning" if judge_after else ""
+        judged = f" after {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning" if judge_after else ""
         state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
-                            "finetune_epochs": epochs, "judged": "after recovery" if judge_after else "before recovery",
+                            "finetune_epochs": epochs, "judged": f"{config.judge} recovery",
                             "reason": f"validation drop {drop:+.4f}{judged} {verdict} tolerance {config.tolerance}"})
         if accepted:
             state.plan = state.plan.compose(keep, graph.module_types, graph.axis_sizes)

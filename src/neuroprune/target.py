@@ -99,7 +99,7 @@ def target_report(config, settings, original: dict[str, int], widths: dict[str, 
         target = {"quantity": "ratio", "asked": config.ratio if uniform else asked_total / max(prunable, 1),
                   "delivered": total_removed / max(prunable, 1), "asked_units": asked_total,
                   "delivered_units": total_removed, "total_units": prunable}
-        if completed and not reached:
+        if not reached:
             why += _layer_limits(config, settings, original, widths, asked)
     target["reached"] = bool(reached)
     target["why"] = [] if reached else why

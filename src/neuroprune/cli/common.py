@@ -118,14 +118,16 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
                             "attempt is rolled back; N: k/N of the target after step k, also continued on rollback)")
     group.add_argument("--tolerance", type=float, default=0.02, help="largest validation drop before a step is rolled back")
     group.add_argument("--judge", choices=["after", "before"], default="after",
-                       help="validate an attempt after its recovery (default: reconstruction and --finetune-epochs "
-                            "of fine-tuning per attempt) or right after masking (the write-up's order)")
+                       help="validate an attempt after its recovery (default: --reconstruct if given, then "
+                            "--finetune-epochs of fine-tuning per attempt) or right after masking (the write-up's order)")
     group.add_argument("--max-attempts", type=int, metavar="N",
                        help="most attempts in all, rolled back ones included (default: scheduled steps + 8)")
     group.add_argument("--max-seconds", type=float, metavar="S", help="start no new attempt after S seconds")
     group.add_argument("--min-width", type=int, default=1)
     group.add_argument("--round-to", type=int, default=1, help="keep layer widths at multiples of this")
-    group.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after every accepted step")
+    group.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per attempt, before it is judged "
+                       "(--judge after; a rolled-back attempt's epochs are spent too) or after every accepted step "
+                       "(--judge before); report.json 'finetune' states the total")
     group.add_argument("--lr", type=float, default=1e-3, action=_ExplicitStore,
                        help=f"fine-tuning learning rate (default 1e-3; distillation of hf models: {DISTILL_LR:g})")
     group.add_argument("--distill-seconds", type=float, metavar="S",
@@ -151,7 +153,7 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--max-drop", type=float, metavar="D", help="largest reduction within this validation drop")
     parser.add_argument("--config", metavar="TOML", help="settings file: [prune] options and [[layer]] policies; "
                         "options given on the command line win")
-    parser.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder (default with --steps > 1: OUT.checkpoint)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder (default unless --steps 1: OUT.checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--out", default="neuroprune-out", help="output folder (model.safetensors, plan.json, "
                         "report.json, report.html, figures/)")

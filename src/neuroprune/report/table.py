@@ -133,7 +133,7 @@ def _target_section(target: dict[str, Any], finetune: dict[str, Any] | None) -> 
     lines = ["Target", describe_target(target)]
     lines += [f"  why: {reason}" for reason in target.get("why") or []]
     if finetune and finetune.get("epochs_total"):
-        lines.append(f"fine-tuning: {finetune['epochs_total']} epochs in all ({finetune['epochs_per_attempt']} per "
+        lines.append(f"fine-tuning: {finetune['epochs_total']} epoch(s) in all ({finetune['epochs_per_attempt']} per "
                      f"attempt, judged {finetune.get('judge', 'after')} recovery; {finetune['epochs_rolled_back']} on "
                      "rolled-back attempts)")
     return "\n".join(lines)
