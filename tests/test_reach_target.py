@@ -270,3 +270,14 @@ def test_resume_in_the_middle_of_a_continuation_ends_like_an_uninterrupted_run(t
     assert resumed.report["target"] == uninterrupted.report["target"]
     a, b = uninterrupted.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_html_report_states_asked_vs_delivered_and_why():
+    from neuroprune.report.html import render_html
+
+    side = {"params": 400, "flops": 0, "size_bytes": 1600, "accuracy": 0.9, "latency_ms": {"batch_1": 2.0}}
+    target = {"quantity": "ratio", "asked": 0.8, "delivered": 0.4, "asked_units": 8, "delivered_units": 4,
+              "total_units": 10, "reached": False, "why": ["stopped: attempt limit reached (2 attempts; max_attempts=2)"]}
+    page = render_html({"before": side, "after": side, "target": target})
+    assert "Target: asked 80.0% of the prunable neurons (8 of 10), delivered 40.0% (4): NOT reached" in page
+    assert "<li>stopped: attempt limit reached (2 attempts; max_attempts=2)</li>" in page
