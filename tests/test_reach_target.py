@@ -281,3 +281,16 @@ def test_html_report_states_asked_vs_delivered_and_why():
     page = render_html({"before": side, "after": side, "target": target})
     assert "Target: asked 80.0% of the prunable neurons (8 of 10), delivered 40.0% (4): NOT reached" in page
     assert "<li>stopped: attempt limit reached (2 attempts; max_attempts=2)</li>" in page
+
+
+def test_budget_target_measures_the_result_against_the_asked_fraction():
+    from neuroprune.target import budget_target
+
+    loop = {"quantity": "ratio", "asked": 0.6, "delivered": 0.6, "asked_units": 6, "delivered_units": 6,
+            "total_units": 10, "reached": True, "why": []}
+    report = {"before": {"flops": 1000, "params": 100}, "after": {"flops": 560, "params": 60}}
+    missed = budget_target(loop, Budget(flops=0.5), report, {"flops": 0.5})
+    assert (missed["quantity"], missed["asked"], missed["delivered"], missed["reached"]) == ("flops", 0.5, 0.56, False)
+    assert missed["why"] == ["flops at 56.0% of the original, asked 50.0%"]
+    met = budget_target(loop, Budget(params=0.6), report, {"params": 0.6})
+    assert met["reached"] and met["why"] == [] and met["delivered"] == 0.6
