@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,7 +66,7 @@ class Budget:
         if self.max_drop is not None:
             return f"largest FLOPs reduction within a validation drop of {self.max_drop}"
         label = {"flops": "FLOPs", "params": "parameters", "latency": "latency"}[self.quantity]
-        return f"{label} at {getattr(self, self.quantity):.0%} of the original"
+        return f"{label} at {getattr(self, self.quantity) * 100:.3g}% of the original"
 
 
 @dataclass
@@ -127,6 +128,20 @@ def _predicted(ratios: dict[str, float], savings: dict[str, float]) -> float:
     return 1.0 - sum(ratios[n] * savings[n] for n in ratios)
 
 
+def _check_reachable(budget: Budget, meter: _CostMeter, most: dict[str, float], tolerance: float) -> None:
+    """Refuse a FLOPs or parameter budget that even the most pruning the search allows cannot meet."""
+    if budget.max_drop is not None or budget.quantity == "latency":  # latency: too noisy to refuse up front
+        return
+    target = getattr(budget, budget.quantity)
+    floor = meter.fraction(most)
+    if floor > target * (1 + tolerance):
+        label = {"flops": "FLOPs", "params": "parameters"}[budget.quantity]
+        raise PruningTargetError(
+            f"cannot reach {budget.describe()}: removing as much as the search allows ({RATIO_GRID[-1]:.0%} of every "
+            f"prunable layer's neurons, min_width and ignored layers respected) still leaves {floor:.1%} of the "
+            f"{label}; ask for --target-{budget.quantity} {math.ceil(floor * 1000) / 1000:g} or more")
+
+
 def search_budget(model: nn.Module, task, config: PruneConfig, budget: Budget, *, sensitivity: dict | None = None,
                   tolerance: float = 0.02, progress: bool = True) -> BudgetResult:
     """Per-layer ratios meeting ``budget``; see the module docstring for the method.
@@ -144,11 +159,12 @@ def search_budget(model: nn.Module, task, config: PruneConfig, budget: Budget, *
     graph = adapter.discover(work, task.example_input(), ignore=config.ignore)
     settings = resolve_policies(graph, config)
     scores = score_groups(work, graph, task, config, settings, desc="scoring")
-    if sensitivity is None:
-        sensitivity = analyse_sensitivity(work, task, config, progress=progress)
     meter = _CostMeter(work, graph, scores, settings, task, budget.quantity)
     free = [g.name for g in graph.groups if not settings[g.name].ignore and settings[g.name].ratio is None]
     fixed_ratios = {n: s.ratio for n, s in settings.items() if s.ratio is not None and not s.ignore}
+    _check_reachable(budget, meter, {**fixed_ratios, **{n: float(RATIO_GRID[-1]) for n in free}}, tolerance)
+    if sensitivity is None:
+        sensitivity = analyse_sensitivity(work, task, config, progress=progress)
     reference = sensitivity["reference"]
     cap = max((max(c["ratios"]) for c in sensitivity["layers"].values()), default=0.9)
     drops = {n: _drop_curve(sensitivity["layers"][n], reference) for n in free if n in sensitivity["layers"]}

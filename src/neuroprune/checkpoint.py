@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,15 @@ class LoopState:
     fixed: dict[str, list[str]]
     before: dict[str, Any]
     steps: list[dict[str, Any]]
+    pending: list[float] = field(default_factory=list)  # fractions of the target still to reach, ascending
+    done: float = 0.0  # fraction of the target reached by the last accepted attempt
+    fails: int = 0  # attempts rolled back in a row in the current step
+    seconds: float = 0.0  # time spent in steps so far
+    stopped: str | None = None  # why the loop stopped before the schedule ended
+
+    def loop_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending, "done": self.done, "fails": self.fails, "seconds": self.seconds,
+                "stopped": self.stopped}
 
 
 def _settings(config) -> dict[str, Any]:
@@ -90,7 +99,7 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, state: LoopStat
     check_checkpoint_folder(folder)
     data = {
         "step": state.step, "reference": state.reference, "original": state.original, "fixed": state.fixed,
-        "before": state.before, "steps": state.steps, "config": _settings(config),
+        "before": state.before, "steps": state.steps, "config": _settings(config), "loop": state.loop_dict(),
         "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
         "fingerprint": fingerprint or {},
     }
@@ -99,6 +108,9 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, state: LoopStat
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_LOOP_FIELDS = {"pending", "done", "fails", "seconds", "stopped"}
 
 
 def _state_problems(data: Any) -> list[str]:
@@ -118,6 +130,7 @@ def _state_problems(data: Any) -> list[str]:
         "rng": (lambda v: isinstance(v, str), "a base64 text"),
         "fingerprint": (lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in _FINGERPRINT_MEANING),
                         "an object with 'weights' and 'data' texts"),
+        "loop": (lambda v: isinstance(v, dict) and set(v) <= _LOOP_FIELDS, f"an object with the fields {sorted(_LOOP_FIELDS)}"),
     }
     problems = []
     for name, (valid, wanted) in checks.items():
@@ -176,5 +189,5 @@ def load_checkpoint(folder: str | os.PathLike | None, original: nn.Module, confi
     model = load(folder, original)
     torch.set_rng_state(rng)
     state = LoopState(data["step"], plan, data["reference"], data["original"], data["fixed"], data["before"],
-                      data["steps"])
+                      data["steps"], **data.get("loop", {}))
     return model, state

@@ -1,13 +1,13 @@
 """Settings of a pruning run, validated up front with every problem reported at once.
 
 Example:
-    >>> PruneConfig(ratio=0.5).steps
-    1
+    >>> (PruneConfig(ratio=0.5).steps, PruneConfig(ratio=0.5).judge)
+    ('auto', 'after')
     >>> try:
     ...     PruneConfig(ratio=1.5, steps=0)
     ... except Exception as error:
     ...     print(error)
-    invalid configuration: ratio must lie in [0, 1), got 1.5; steps must be >= 1, got 0
+    invalid configuration: ratio must lie in [0, 1), got 1.5; steps must be >= 1, got 0 (or 'auto' for an automatic schedule)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .errors import ConfigError, NeuropruneError
 from .policy import LayerPolicy
 
 SCOPES = ("local", "global")
+JUDGES = ("after", "before")
 
 
 def _is_number(value: Any) -> bool:
@@ -53,12 +54,20 @@ class PruneConfig:
     ratio: float | None = field(default=0.5, metadata={"help": "fraction of prunable neurons to remove, in [0, 1)"})
     threshold: float | None = field(default=None, metadata={"help": "remove neurons whose normalised score is below this"})
     scope: str = field(default="local", metadata={"help": "'local': the ratio in every layer; 'global': across layers"})
-    steps: int = field(default=1, metadata={"help": "iterations to reach the target"})
+    steps: int | str = field(default="auto", metadata={"help": "steps to reach the target: a number, or 'auto' (one "
+                             "step, split into smaller ones whenever an attempt is rolled back)"})
     tolerance: float = field(default=0.02, metadata={"help": "largest validation drop a step may cause before it is rolled back"})
-    max_retries: int = field(default=4, metadata={"help": "times a rolled-back step is retried with half as many neurons"})
+    judge: str = field(default="after", metadata={"help": "'after': validate an attempt after its recovery "
+                       "(reconstruction, fine-tuning); 'before': right after masking (the write-up's order)"})
+    max_retries: int = field(default=4, metadata={"help": "rolled-back attempts in a row (each removing half as "
+                             "much more) before the run stops"})
+    max_attempts: int | None = field(default=None, metadata={"help": "most attempts in all (default: the scheduled "
+                                     "steps + 8)"})
+    max_seconds: float | None = field(default=None, metadata={"help": "no new attempt starts after this many seconds"})
     min_width: int = field(default=1, metadata={"help": "fewest neurons a layer keeps"})
     round_to: int = field(default=1, metadata={"help": "keep widths at multiples of this"})
-    finetune_epochs: int = field(default=0, metadata={"help": "epochs of fine-tuning after every accepted step"})
+    finetune_epochs: int = field(default=0, metadata={"help": "epochs of fine-tuning per attempt, before it "
+                                 "is judged (judge='after'), or after every accepted step (judge='before')"})
     learning_rate: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (Adam)"})
     distill_weight: float = field(default=0.0, metadata={"help": "fine-tune against the unpruned model's outputs, in [0, 1]"})
     distill_temperature: float = field(default=4.0, metadata={"help": "softening temperature of the distillation"})
@@ -110,7 +119,16 @@ class PruneConfig:
             p.append(_bad("threshold", self.threshold, "be a finite number >= 0"))
         if self.scope not in SCOPES:
             p.append(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        for name, low in (("steps", 1), ("min_width", 1), ("round_to", 1), ("finetune_epochs", 0),
+        if self.steps != "auto" and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
+            p.append(_bad("steps", self.steps, "be >= 1", integer=True) + " (or 'auto' for an automatic schedule)")
+        if self.judge not in JUDGES:
+            p.append(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        if self.max_attempts is not None and (not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool)
+                                              or self.max_attempts < 1):
+            p.append(f"max_attempts must be None or an integer >= 1, got {self.max_attempts!r}")
+        if self.max_seconds is not None and not (_is_number(self.max_seconds) and self.max_seconds > 0):
+            p.append(f"max_seconds must be None or a number > 0, got {self.max_seconds!r}")
+        for name, low in (("min_width", 1), ("round_to", 1), ("finetune_epochs", 0),
                           ("max_retries", 0), ("latency_runs", 1), ("seed", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -150,6 +168,16 @@ class PruneConfig:
             except (TypeError, ValueError) as error:
                 p.append(f"options of criterion {self.criterion!r}: {error}")
         return p
+
+    @property
+    def scheduled_steps(self) -> int:
+        """Steps planned before any rollback: ``steps``, or 1 for ``"auto"``."""
+        return 1 if self.steps == "auto" else int(self.steps)
+
+    @property
+    def attempt_limit(self) -> int:
+        """Most attempts the loop makes: ``max_attempts``, or the scheduled steps + 8."""
+        return self.max_attempts if self.max_attempts is not None else self.scheduled_steps + 8
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from .plan import PruningPlan
 from .quality import lower_is_better, quality_drop
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
+from .recover.rollback import Snapshot
 from .policy import GroupSettings, resolve_policies
 from .report.html import report_files
 from .report.metrics import measure_model
@@ -38,6 +40,7 @@ from .scoring import ScoringInput, get_criterion, score
 from .scoring.registry import Needs
 from .selection import counts_for_ratio, counts_for_threshold, select_units
 from .stats import statistics_for
+from .target import target_report
 from .surgery.apply import apply_keep
 from .surgery.masks import apply_masks
 
@@ -106,66 +109,165 @@ def _no_prunable_message(graph: DependencyGraph) -> str:
     return "the model has no prunable layer" + (f" (fixed: {reasons})" if reasons else "")
 
 
+def initial_schedule(config: PruneConfig) -> list[float]:
+    """Fractions of the target reached after each scheduled step: ``k / steps`` ("auto": ``[1.0]``)."""
+    n = config.scheduled_steps
+    return [k / n for k in range(1, n + 1)]
+
+
+def _attempt_counts(graph: DependencyGraph, scores, state: LoopState, config: PruneConfig,
+                    settings: dict[str, GroupSettings]) -> dict[str, int]:
+    """Units each group loses in the next attempt: up to ``state.pending[0]`` of the target (a
+    threshold target: the threshold's counts, halved once per rollback in a row)."""
+    counts = step_counts(graph, scores, state.original, config, settings, state.pending[0])
+    if config.threshold is not None:
+        counts = {name: n >> state.fails for name, n in counts.items()}
+    return counts
+
+
+def _recover(model: nn.Module, task, config: PruneConfig, teacher: nn.Module | None, desc: str) -> int:
+    """Fine-tune (or distil) ``model`` in place for ``config.finetune_epochs``; returns the epochs asked."""
+    if not config.finetune_epochs:
+        return 0
+    options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress, desc=desc)
+    if hasattr(task, "finetune"):  # a task may bring its own recovery (TextTask: distillation)
+        task.finetune(model, **options)
+    else:
+        finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
+                 temperature=config.distill_temperature)
+    return config.finetune_epochs
+
+
+def _reconstruct(student: nn.Module, before: nn.Module, keep, task, config: PruneConfig, adapter) -> None:
+    sums = adapter.residual_sums(student) if hasattr(adapter, "residual_sums") else None  # hf adapter
+    reconstruct(student, before, keep, task.calibration_batches(), task.loss, progress=config.progress,
+                token_mask=getattr(task, "token_mask", None), residual_sums=sums)
+
+
+def _attempt_masked(work: nn.Module, keep, state: LoopState, task, config: PruneConfig, adapter,
+                    teacher, step: int) -> tuple[nn.Module | None, float, int]:
+    """Judge before recovery (or with nothing to train): mask, reconstruct, validate; on acceptance
+    remove the neurons for real and fine-tune. Returns (model or None if rolled back, metric, epochs)."""
+    before_step = copy.deepcopy(work) if config.reconstruct else None
+    handle = apply_masks(work, keep)
+    try:
+        if before_step is not None:
+            _reconstruct(work, before_step, keep, task, config, adapter)
+        metric = task.evaluate(work, "val")
+    except BaseException:
+        handle.remove()
+        raise
+    if quality_drop(state.reference, metric, lower_is_better=lower_is_better(task)) > config.tolerance:
+        handle.remove()  # every touched tensor back bit for bit
+        return None, metric, 0
+    handle.commit()
+    work = apply_keep(work, keep, inplace=True)  # work is the loop's own copy
+    adapter.after_surgery(work)
+    return work, metric, _recover(work, task, config, teacher, f"fine-tuning step {step}")
+
+
+def _attempt_recovered(work: nn.Module, keep, task, config: PruneConfig, adapter, teacher, step: int,
+                       attempt: int) -> tuple[nn.Module, float, int, Snapshot]:
+    """Judge after recovery: on a copy, mask, reconstruct, remove, fine-tune, then validate. ``work``
+    is not touched; the snapshot gives back the random state if the attempt is rolled back."""
+    snapshot = Snapshot.take()
+    trial = copy.deepcopy(work)
+    handle = apply_masks(trial, keep)
+    if config.reconstruct:
+        _reconstruct(trial, work, keep, task, config, adapter)
+    handle.commit()
+    trial = apply_keep(trial, keep, inplace=True)
+    adapter.after_surgery(trial)
+    epochs = _recover(trial, task, config, teacher, f"fine-tuning step {step}.{attempt}")
+    return trial, task.evaluate(trial, "val"), epochs, snapshot
+
+
+def _limit_reached(state: LoopState, config: PruneConfig, started: float) -> str | None:
+    attempts = sum(1 for record in state.steps if record.get("removed"))
+    if attempts >= config.attempt_limit:
+        return f"attempt limit reached ({attempts} attempts; max_attempts={config.attempt_limit})"
+    if config.max_seconds is not None and state.seconds + time.perf_counter() - started >= config.max_seconds:
+        return f"time limit reached ({config.max_seconds:g} s; max_seconds)"
+    return None
+
+
 def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
-              example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None) -> nn.Module:
-    """One step: score, select, then mask-validate-accept or roll back and retry with half."""
+              example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None,
+              started: float | None = None) -> nn.Module:
+    """One step: score, then attempt ``state.pending[0]``; a rolled-back attempt is retried halfway
+    between what was delivered and that target, until one is accepted or a limit stops the loop."""
+    started = time.perf_counter() if started is None else started
     graph = adapter.discover(work, example, ignore=config.ignore)
-    fraction = step / config.steps
-    target = None if config.ratio is None else config.ratio * fraction
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
-    counts = step_counts(graph, scores, state.original, config, settings, fraction)
+    judge_after = config.judge == "after" and config.finetune_epochs > 0
     for attempt in range(1, config.max_retries + 2):
-        removal = select_units(graph, scores, counts)
+        state.stopped = _limit_reached(state, config, started)
+        if state.stopped:
+            return work
+        fraction = state.pending[0]
+        removal = select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings))
         removed = sum(len(units) for units in removal.values())
+        target = None if config.ratio is None else config.ratio * fraction
         record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
         if removed == 0:
             state.steps.append({**record, "accuracy": None, "accepted": False, "reason": "nothing to remove"})
+            state.pending.pop(0)
+            if state.fails:  # a retry too small to remove anything: the target is out of reach
+                state.stopped = f"step {step}: the smallest retry removes no neuron"
+            state.fails = 0
             return work
         keep = graph.keep_indices(removal)
-        before_step = copy.deepcopy(work) if config.reconstruct else None
-        handle = apply_masks(work, keep)
-        try:
-            if before_step is not None:
-                sums = adapter.residual_sums(work) if hasattr(adapter, "residual_sums") else None  # hf adapter
-                reconstruct(work, before_step, keep, task.calibration_batches(), task.loss, progress=config.progress,
-                            token_mask=getattr(task, "token_mask", None), residual_sums=sums)
-            metric = task.evaluate(work, "val")
-        except BaseException:
-            handle.remove()
-            raise
+        if judge_after:
+            trial, metric, epochs, snapshot = _attempt_recovered(work, keep, task, config, adapter, teacher, step, attempt)
+        else:
+            trial, metric, epochs = _attempt_masked(work, keep, state, task, config, adapter, teacher, step)
+            snapshot = None
         drop = quality_drop(state.reference, metric, lower_is_better=lower_is_better(task))
         accepted = drop <= config.tolerance
         verdict = "<=" if accepted else ">"
+        judged = f" after {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning" if judge_after else ""
         state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
-                            "reason": f"validation drop {drop:+.4f} {verdict} tolerance {config.tolerance}"})
+                            "finetune_epochs": epochs, "judged": f"{config.judge} recovery",
+                            "reason": f"validation drop {drop:+.4f}{judged} {verdict} tolerance {config.tolerance}"})
         if accepted:
-            handle.commit()
-            work = apply_keep(work, keep, inplace=True)  # work is the loop's own copy
-            adapter.after_surgery(work)
             state.plan = state.plan.compose(keep, graph.module_types, graph.axis_sizes)
-            if config.finetune_epochs:
-                options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate,
-                               progress=config.progress, desc=f"fine-tuning step {step}")
-                if hasattr(task, "finetune"):  # a task may bring its own recovery (TextTask: distillation)
-                    task.finetune(work, **options)
-                else:
-                    finetune(work, task, **options, teacher=teacher, distill_weight=config.distill_weight,
-                             temperature=config.distill_temperature)
+            state.done = state.pending.pop(0)
+            state.fails = 0
+            return trial
+        if snapshot is not None:
+            snapshot.restore()  # the trial copy is dropped; the random state goes back too
+        state.fails += 1
+        if state.fails > config.max_retries:
+            state.stopped = (f"step {step}: {state.fails} attempts in a row rolled back "
+                             f"(max_retries={config.max_retries})")
             return work
-        handle.remove()
-        counts = {name: n // 2 for name, n in counts.items()}
+        state.pending.insert(0, state.done + (fraction - state.done) / 2)
     return work
+
+
+def _finetune_summary(config: PruneConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fine-tuning budget as spent: per attempt, in all, and on attempts that were rolled back."""
+    spent = [record.get("finetune_epochs", 0) for record in steps]
+    wasted = [record.get("finetune_epochs", 0) for record in steps if not record.get("accepted")]
+    return {"judge": config.judge, "epochs_per_attempt": config.finetune_epochs, "epochs_total": sum(spent),
+            "epochs_rolled_back": sum(wasted), "attempts_trained": sum(1 for e in spent if e)}
 
 
 def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
           resume: bool = False, on_step: Callable[[int, nn.Module], None] | None = None) -> PruneResult:
     """Prune ``model`` on ``task`` as ``config`` says; the caller's model is not modified.
 
-    Each of ``config.steps`` steps scores the current model, selects the neurons to remove so that
-    the cumulative target is met, masks them and measures the validation metric. If it dropped by
-    more than ``tolerance`` against the unpruned model, the step is rolled back (weights restored
-    bit for bit) and retried with half as many neurons; otherwise the neurons are removed for real
-    and the model is optionally fine-tuned. Every attempt is recorded in the report.
+    Each step scores the current model and selects the neurons to remove so that the step's
+    cumulative share of the target is met (``steps=N``: ``k / N`` after step k; ``"auto"``: all of
+    it at once). With ``judge="after"`` and fine-tuning on, an attempt is made on a copy: masked,
+    reconstructed (if asked), removed, fine-tuned, then validated; with ``judge="before"`` (or no
+    fine-tuning) it is validated right after masking and reconstruction, and fine-tuned only once
+    accepted. An attempt whose validation metric dropped by more than ``tolerance`` against the
+    unpruned model is rolled back (weights and random state restored bit for bit) and retried
+    halfway between what was delivered and the target; once a retry is accepted, the next step
+    aims at the target again, until it is reached or a limit stops the loop (``max_retries``
+    rollbacks in a row, ``max_attempts``, ``max_seconds``, or nothing left to remove). Every
+    attempt is recorded in ``report["steps"]``; ``report["target"]`` says asked vs delivered.
 
     Args:
         checkpoint: folder written atomically after every step; with ``resume=True`` a run
@@ -192,14 +294,21 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
     if state is None:
         state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
                           {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
+    if not state.pending and state.step == 0 and state.stopped is None:
+        state.pending = initial_schedule(config)
     teacher = copy.deepcopy(model).eval() if config.distill_weight > 0 and config.finetune_epochs else None
-    for step in range(state.step + 1, config.steps + 1):
-        work = _run_step(work, step, state, task, config, adapter, example, settings, teacher)
-        state.step = step
+    while state.pending and state.stopped is None:
+        started = time.perf_counter()
+        state.stopped = _limit_reached(state, config, started)
+        if state.stopped:
+            break
+        work = _run_step(work, state.step + 1, state, task, config, adapter, example, settings, teacher, started)
+        state.seconds += time.perf_counter() - started
+        state.step += 1
         if checkpoint is not None:
             save_checkpoint(checkpoint, work, state, config, fingerprint)
         if on_step is not None:
-            on_step(step, work)
+            on_step(state.step, work)
     final_graph = adapter.discover(work, example, ignore=config.ignore)
     widths = {g.name: g.size for g in final_graph.groups}
     layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)}
@@ -210,6 +319,9 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         "before": state.before,
         "after": _measure(work, task, config),
         "steps": state.steps,
+        "target": target_report(config, settings, state.original, widths, state.steps,
+                                completed=not state.pending and state.stopped is None, stopped=state.stopped),
+        "finetune": _finetune_summary(config, state.steps),
         "layers": layers,
         "fixed_layers": state.fixed,
         "config": config.to_dict(),

@@ -178,11 +178,21 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--ratio", type=float, help="fraction of prunable neurons to remove, in [0, 1) (default 0.5)")
     target.add_argument("--threshold", type=float, help="remove neurons whose normalised score is below this")
     group.add_argument("--scope", choices=["local", "global"], default="local")
-    group.add_argument("--steps", type=int, default=1)
+    group.add_argument("--steps", type=_steps, default="auto", metavar="N|auto",
+                       help="steps to reach the target (default auto: one step, split into smaller ones whenever an "
+                            "attempt is rolled back; N: k/N of the target after step k, also continued on rollback)")
     group.add_argument("--tolerance", type=float, default=0.02, help="largest validation drop before a step is rolled back")
+    group.add_argument("--judge", choices=["after", "before"], default="after",
+                       help="validate an attempt after its recovery (default: --reconstruct if given, then "
+                            "--finetune-epochs of fine-tuning per attempt) or right after masking (the write-up's order)")
+    group.add_argument("--max-attempts", type=int, metavar="N",
+                       help="most attempts in all, rolled back ones included (default: scheduled steps + 8)")
+    group.add_argument("--max-seconds", type=float, metavar="S", help="start no new attempt after S seconds")
     group.add_argument("--min-width", type=int, default=1)
     group.add_argument("--round-to", type=int, default=1, help="keep layer widths at multiples of this")
-    group.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after every accepted step")
+    group.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs per attempt, before it is judged "
+                       "(--judge after; a rolled-back attempt's epochs are spent too) or after every accepted step "
+                       "(--judge before); report.json 'finetune' states the total")
     group.add_argument("--lr", type=float, default=1e-3, action=_ExplicitStore,
                        help=f"fine-tuning learning rate (default 1e-3; distillation of hf models: {DISTILL_LR:g})")
     group.add_argument("--distill-seconds", type=float, metavar="S",
@@ -208,7 +218,7 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--max-drop", type=float, metavar="D", help="largest reduction within this validation drop")
     parser.add_argument("--config", metavar="TOML", help="settings file: [prune] options and [[layer]] policies; "
                         "options given on the command line win")
-    parser.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder (default with --steps > 1: OUT.checkpoint)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder (default unless --steps 1: OUT.checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--out", default="neuroprune-out", help="output folder (model.safetensors, plan.json, "
                         "report.json, report.html, figures/)")
@@ -220,12 +230,22 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(option_dests={option: a.dest for a in parser._actions for option in a.option_strings})
 
 
+def _steps(text: str) -> int | str:
+    """``--steps``: ``auto`` or a whole number (range checks are PruneConfig's)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number, got {text!r}") from None
+
+
 def check_int_options(args: argparse.Namespace) -> None:
     """Every integer option below its smallest value (``--seed -1``, ``--batch-size 0``, …), in one ConfigError."""
     problems = []
     for dest, low in INT_MINIMUMS.items():
         value = getattr(args, dest, None)
-        if value is not None and value < low:
+        if isinstance(value, int) and value < low:  # --steps may also be "auto"
             problems.append(f"--{dest.replace('_', '-')} must be >= {low}, got {value}")
     if getattr(args, "seed", None) is not None and args.seed >= 2**32:
         problems.append(f"--seed must be < 2**32, got {args.seed}")
@@ -313,6 +333,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
     settings = dict(
         criterion=args.criterion, criterion_options=options, ratio=ratio, threshold=args.threshold,
         scope=args.scope, steps=args.steps, tolerance=args.tolerance, min_width=args.min_width,
+        judge=args.judge, max_attempts=args.max_attempts, max_seconds=args.max_seconds,
         round_to=args.round_to, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
         reconstruct=args.reconstruct, activation_threshold=args.activation_threshold, ignore=tuple(args.ignore),
         seed=args.seed, latency_runs=args.latency_runs, progress=not args.quiet,

@@ -12,9 +12,13 @@ from ..explain import explain
 from ..report.scores_csv import write_scores_csv
 from ..report.table import format_report, write_report_json
 from ..schedule import PruneResult, prune
+from ..target import budget_target, warning_line
 from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
                      parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
 from .outputs import check_distinct, check_output_file, check_output_folder, input_paths
+
+#: Exit status of ``--require-target`` when the target was not reached.
+TARGET_MISSED_EXIT = 3
 
 EXAMPLES = """\
 examples:
@@ -24,6 +28,10 @@ examples:
   # your own model and data (offline): a builder function, trained weights, arrays in an .npz
   neuroprune prune --model my_net.py:build --weights trained.safetensors \\
       --data npz:mnist.npz --criterion taylor --ratio 0.75 --steps 3 --finetune-epochs 2 --out small-net
+
+  # 80% of the neurons or a non-zero exit: each attempt is fine-tuned 5 epochs before it is judged
+  neuroprune prune --model my_net.py:build --weights trained.safetensors --data npz:mnist.npz --ratio 0.8 \\
+      --finetune-epochs 5 --require-target --out small-net
 
   # retrain-free: least-squares reconstruction instead of fine-tuning, global ranking
   neuroprune prune --model zoo:lenet5 --ratio 0.5 --scope global --reconstruct --json report.json
@@ -50,6 +58,9 @@ def register(subparsers) -> None:
     parser.add_argument("--train-epochs", type=int, help="train before pruning (default: 30 without --weights, else 0)")
     add_data_arguments(parser)
     add_pruning_arguments(parser)
+    parser.add_argument("--require-target", action="store_true",
+                        help=f"exit with status {TARGET_MISSED_EXIT} when the target is not reached (the result is "
+                             "still saved)")
     parser.set_defaults(run=run)
 
 
@@ -61,15 +72,21 @@ def run(args: argparse.Namespace) -> int:
     if parse_model_spec(args.model)[0] == "hf":
         return run_hf(args, config)
     model, task = trained_model_and_task(args, config.progress)
-    prune_and_report(model, task, config, args)
-    return 0
+    result = prune_and_report(model, task, config, args)
+    return target_exit(result, args)
+
+
+def target_exit(result: PruneResult, args: argparse.Namespace) -> int:
+    """0, or :data:`TARGET_MISSED_EXIT` when ``--require-target`` was given and the target was missed."""
+    reached = result.report.get("target", {}).get("reached", True)
+    return TARGET_MISSED_EXIT if args.require_target and not reached else 0
 
 
 def checkpoint_path(args: argparse.Namespace, config) -> str | None:
     """``--checkpoint``, else ``OUT.checkpoint`` for runs of several steps (or ``--resume``), else none."""
     if args.checkpoint:
         return args.checkpoint
-    if args.out and (config.steps > 1 or args.resume):
+    if args.out and (config.steps != 1 or args.resume):
         return f"{args.out}.checkpoint"
     return None
 
@@ -127,7 +144,11 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
     args.checkpoint_path = checkpoint
     result = prune(model, task, config, checkpoint=checkpoint, resume=args.resume)
     result.report.update(extra)
+    if budget is not None:
+        result.report["target"] = budget_target(result.report["target"], budget, result.report, found.achieved)
     print(format_report(result.report))
+    if not result.report["target"]["reached"]:
+        print_err("neuroprune: warning: " + warning_line(result.report["target"]))
     _write_result(result, args)
     if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
         remove_folder(checkpoint)  # the default checkpoint has served its purpose

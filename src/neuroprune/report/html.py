@@ -84,7 +84,7 @@ def render_html(report: dict[str, Any]) -> str:
     metric = str(report.get("metric") or "accuracy")
     images = {name: _image(name, fig, report) for name, fig in make_figures(report).items()}
     sections = [
-        _section("Summary", _summary_table(before, after, metric)),
+        _section("Summary", _summary_table(before, after, metric), _target_part(report.get("target"))),
         _section("Layer widths", images.get("widths", ""), _layers_table(report.get("layers") or [])),
         _section("Fixed layers", _fixed_table(report.get("fixed_layers") or {})),
         _section("Pruning steps", _steps_lead(report, metric), images.get("steps", ""),
@@ -129,6 +129,16 @@ def write_html(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
         True
     """
     write_atomic(path, render_html(report))
+
+
+def _target_part(target: dict[str, Any] | None) -> str:
+    """Asked vs delivered under the summary, with the reasons a missed target was missed."""
+    if not target:
+        return ""
+    from ..target import describe_target  # noqa: PLC0415
+
+    why = "".join(f"<li>{_e(reason)}</li>" for reason in target.get("why") or [])
+    return f"<p class=\"target\">Target: {_e(describe_target(target))}</p>\n" + (f"<ul>{why}</ul>\n" if why else "")
 
 
 def _lead(report: dict[str, Any], metric: str) -> str:

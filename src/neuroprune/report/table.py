@@ -21,6 +21,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import ReportError
+from ..target import describe_target
 from .metrics import MIN_RELIABLE_RUNS
 from .formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
                          format_ms, latency_keys, metric_cells, ratio, side)
@@ -54,6 +55,10 @@ def format_report(report: dict[str, Any]) -> str:
     sections = [
         "neuroprune report\n=================",
         _summary_section(before, after, metric, (report.get("config") or {}).get("latency_runs")),
+    ]
+    if report.get("target"):
+        sections.append(_target_section(report["target"], report.get("finetune")))
+    sections += [
         _steps_section(report.get("steps") or [], metric),
         _layers_section(report.get("layers") or []),
     ]
@@ -125,6 +130,17 @@ def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str,
         ])
     table = _render_table(["", "before", "after", "change"], rows, "lrrl")
     return "Summary\n" + table
+
+
+def _target_section(target: dict[str, Any], finetune: dict[str, Any] | None) -> str:
+    """Asked vs delivered, why a missed target was missed, and the fine-tuning budget spent."""
+    lines = ["Target", describe_target(target)]
+    lines += [f"  why: {reason}" for reason in target.get("why") or []]
+    if finetune and finetune.get("epochs_total"):
+        lines.append(f"fine-tuning: {finetune['epochs_total']} epoch(s) in all ({finetune['epochs_per_attempt']} per "
+                     f"attempt, judged {finetune.get('judge', 'after')} recovery; {finetune['epochs_rolled_back']} on "
+                     "rolled-back attempts)")
+    return "\n".join(lines)
 
 
 def _steps_section(steps: Sequence[dict[str, Any]], metric: str) -> str:
