@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..budget import Budget, search_budget
@@ -49,6 +50,21 @@ def register(subparsers) -> None:
     parser.add_argument("--train-epochs", type=int, help="train before pruning (default: 30 without --weights, else 0)")
     add_data_arguments(parser)
     add_pruning_arguments(parser)
+    lm = parser.add_argument_group("causal language models (hf: *ForCausalLM; quality = perplexity, lower is better, "
+                                   "so --tolerance 0.05 allows 5 %% higher validation perplexity)")
+    lm.add_argument("--seq-len", type=int, default=128, help="tokens per block: the text is packed into blocks of "
+                    "this length (default 128); --batch-size and --calibration-samples count blocks")
+    lm.add_argument("--lm-weight", type=float, default=0.0, help="distillation: weight of the LM loss added to the "
+                    "KL to the unpruned model's next-token distribution (default 0: KL only)")
+    lm.add_argument("--uniform", action="store_true", help="the same widths in every layer (refuses settings that "
+                    "would differ per layer), so the result keeps a standard config and loads with plain "
+                    "AutoModelForCausalLM.from_pretrained")
+    lm.add_argument("--protect-first", type=int, default=0, metavar="N", help="leave the first N transformer blocks "
+                    "unpruned")
+    lm.add_argument("--protect-last", type=int, default=0, metavar="N", help="leave the last N transformer blocks "
+                    "unpruned")
+    lm.add_argument("--prompt", help="prompt of the report's generation check (default: the start of the first "
+                    "test document)")
     parser.set_defaults(run=run)
 
 
@@ -69,8 +85,10 @@ def budget_from_args(args: argparse.Namespace) -> Budget | None:
     return Budget(**values) if any(v is not None for v in values.values()) else None
 
 
-def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResult:
-    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder."""
+def prune_and_report(model, task, config, args: argparse.Namespace,
+                     finish: Callable[[PruneResult], None] | None = None) -> PruneResult:
+    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder;
+    ``finish(result)`` may add to the report before it is printed and saved."""
     budget = budget_from_args(args)
     extra: dict = {}
     if budget is not None:
@@ -87,6 +105,8 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
         raise CheckpointError(f"nothing to resume: no checkpoint folder {checkpoint!r}")
     result = prune(model, task, config, checkpoint=checkpoint, resume=args.resume)
     result.report.update(extra)
+    if finish is not None:
+        finish(result)
     if args.explain:
         scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
                                   progress=config.progress)
@@ -107,6 +127,7 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
 def run_hf(args: argparse.Namespace, config) -> int:
     """``--model hf:...``: a text task (fidelity to the unpruned model), FFN neurons and heads."""
     from ..adapters.hf import load_model, plain_loadable
+    from ..lm_task import is_causal_lm
     from ..text_task import TextTask, read_sentences
 
     if not args.data.startswith("text:"):
@@ -116,6 +137,13 @@ def run_hf(args: argparse.Namespace, config) -> int:
     sentences = read_sentences(args.data[5:])
     model, tokenizer = load_model(parse_model_spec(args.model)[1])
     prepare_weights(model, args.weights, args.allow_pickle)
+    if is_causal_lm(model):
+        return run_causal_lm(args, config, model, tokenizer, sentences)
+    lm_only = [flag for flag, given in (("--uniform", args.uniform), ("--protect-first", args.protect_first),
+                                        ("--protect-last", args.protect_last), ("--prompt", args.prompt)) if given]
+    if lm_only:
+        raise ConfigError([f"{', '.join(lm_only)} apply to causal language models (*ForCausalLM); "
+                           f"{type(model).__name__} is pruned for sentence-embedding fidelity"])
     task = TextTask(sentences, tokenizer, batch_size=args.batch_size, calibration_samples=args.calibration_samples,
                     seed=args.seed, distill_seconds=args.distill_seconds)
     sizes = task.split_sizes()
@@ -132,4 +160,88 @@ def run_hf(args: argparse.Namespace, config) -> int:
         else:
             print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (the transformers config cannot "
                   "express per-layer widths or pruned BERT heads, so plain from_pretrained refuses the shapes)")
+    return 0
+
+
+def uniform_problems(config, args: argparse.Namespace) -> list[str]:
+    """Settings that would give layers different widths (``--uniform`` refuses them)."""
+    problems = []
+    if config.threshold is not None:
+        problems.append("--threshold removes a different number of neurons per layer; use --ratio")
+    if config.scope != "local":
+        problems.append("--scope global ranks across layers; use --scope local")
+    if any(p.ratio is not None or p.ignore or p.min_width for p in config.layers):
+        problems.append("layer policies with their own ratio, min_width or ignore change single layers")
+    if args.protect_first or args.protect_last:
+        problems.append("--protect-first / --protect-last leave those blocks wider")
+    if budget_from_args(args) is not None:
+        problems.append("a budget (--target-*, --max-drop) searches per-layer ratios")
+    return [f"--uniform: {p}" for p in problems]
+
+
+def partly_ignored(model, ignore) -> list[str]:
+    """``--uniform``: ignore entries may freeze every FFN or every head group, not some blocks only."""
+    from ..adapters.hf import HFAdapter
+
+    graph = HFAdapter().discover(model, None, ignore=ignore)
+    problems = []
+    for kind, suffix in (("head", ":heads"), ("FFN", "")):
+        names = [g.name for g in graph.groups] + list(graph.frozen)
+        names = [n for n in names if n.endswith(":heads") == bool(suffix) and n != "hidden size"]
+        frozen = [n for n in names if n in graph.frozen]
+        if frozen and len(frozen) < len(names):
+            problems.append(f"--uniform: --ignore leaves {kind} groups {', '.join(frozen)} unpruned but not the "
+                            f"others; ignore all of them (e.g. '*:heads') or none")
+    return problems
+
+
+def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents: list[str]) -> int:
+    """A causal LM: perplexity on held-out blocks, logit distillation, a generation check in the report."""
+    import dataclasses
+
+    from ..adapters.hf import find_blocks, plain_loadable
+    from ..lm_generate import generation_check
+    from ..lm_task import LMTask
+
+    blocks = [block.path for block in find_blocks(model)]
+    if args.protect_first < 0 or args.protect_last < 0 or args.protect_first + args.protect_last >= max(len(blocks), 1):
+        raise ConfigError([f"--protect-first ({args.protect_first}) and --protect-last ({args.protect_last}) must be "
+                           f">= 0 and leave at least one of the model's {len(blocks)} blocks to prune"])
+    if args.uniform:
+        problems = uniform_problems(config, args) + partly_ignored(model, config.ignore)
+        if problems:
+            raise ConfigError(problems)
+    protected = blocks[:args.protect_first] + (blocks[len(blocks) - args.protect_last:] if args.protect_last else [])
+    if protected:
+        config = dataclasses.replace(config, ignore=tuple(config.ignore) + tuple(protected))
+    task = LMTask(documents, tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
+                  calibration_samples=args.calibration_samples, seed=args.seed, distill_seconds=args.distill_seconds,
+                  lm_weight=args.lm_weight)
+    sizes = task.split_sizes()
+    print_err(f"{args.data[5:]}: {sizes['train']} training blocks of {args.seq_len} tokens ({sizes['calibration']} "
+              f"for calibration), {sizes['val']} validation, {sizes['test']} test; quality = perplexity (lower is "
+              f"better; --tolerance {config.tolerance:g} allows {config.tolerance:.0%} higher validation perplexity)")
+    prompt = args.prompt or " ".join(task.documents["test"][0].split()[:6])
+
+    def check(model_) -> dict:
+        return generation_check(model_, tokenizer, prompt, batch_sizes=(1, 8),
+                                runs=min(3, config.latency_runs))
+
+    before = check(model)
+
+    def finish(result: PruneResult) -> None:
+        result.report["generation"] = {"prompt": prompt, "before": before, "after": check(result.model)}
+
+    result = prune_and_report(model, task, config, args, finish)
+    if args.uniform and not plain_loadable(result.model):  # pragma: no cover - the checks above prevent it
+        raise ConfigError(["--uniform: the pruned layers ended with different widths"])
+    if args.out:
+        tokenizer.save_pretrained(args.out)
+        print(f"also saved config.json and the tokenizer to {args.out}/")
+        if plain_loadable(result.model):
+            print(f"reload with: transformers.AutoModelForCausalLM.from_pretrained({args.out!r}) or "
+                  f"neuroprune.adapters.hf.load_pretrained({args.out!r})")
+        else:
+            print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (per-layer widths differ; "
+                  "pass --uniform for a standard config)")
     return 0
