@@ -9,8 +9,9 @@ those layers by statistics of the channel's activations ``x_j`` over the calibra
   score summed over the neuron's outgoing weights; ``||x_j||`` is the root mean square over tokens.
 * ``flap`` (An et al. 2024, "Fluctuation-based Adaptive Structured Pruning for Large Language
   Models"): ``Var(x_j) * ||W[:, j]||_2^2``, how much the neuron's contribution *fluctuates*
-  around its mean. A neuron whose output is nearly constant can be removed and replaced by a bias
-  (its mean contribution), see :func:`neuroprune.recover.bias.compensate_bias`.
+  around its mean. A neuron whose output is nearly constant can be removed and its mean
+  contribution moved into the consuming layer's bias: ``reconstruct=True`` does this and more
+  where that layer has a bias (the least-squares re-fit includes the intercept).
 
 A head (or a key/value group) sums the scores of its channels.
 
