@@ -10,8 +10,8 @@ There is no pretrained decoder to download here, so the benchmark makes one, det
   (``neuroprune.lm_zoo.train_tokenizer``);
 * **model**: ``LlamaForCausalLM`` with hidden size 256, 4 layers, 8 query heads in 4 key/value
   groups (head size 32), FFN 640 (SwiGLU), tied embeddings, 2048 positions max; random init with
-  seed 0 (``neuroprune.lm_zoo.tiny_llama``), 3.0M parameters;
-* **training**: ``--train-steps`` (default 150) AdamW steps (lr 3e-3, 15 warm-up steps, cosine
+  seed 0 (``neuroprune.lm_zoo.tiny_llama``), 3.3M parameters;
+* **training**: ``--train-steps`` (default 250) AdamW steps (lr 3e-3, 15 warm-up steps, cosine
   decay to 10 %, weight decay 0.01, batch 16 blocks of 64 tokens, shuffled with seed 0), one
   thread pool of 2 threads. The model and tokenizer are cached in ``--cache`` (default
   ``~/.cache/neuroprune/llm_width``; 12 MB in float32, too big for the repository) together with
@@ -34,7 +34,8 @@ Then, on that model, same data, same budget for everyone:
 * **+ distillation**: the best retrain-free neuroprune model and the best TP model, each
   distilled for ``--distill-seconds`` (default 60) against the unpruned model's next-token
   distribution (KL, AdamW lr 1e-3, batch 16), ``neuroprune.recover.distill.distill``;
-* **speed**: greedy ``generate`` of 32 new tokens at batch 1 and 8 (fastest of 3 runs).
+* **speed**: greedy ``generate`` of 32 new tokens at batch 1 and 8, the fastest of ``--speed-rounds``
+  (5) rounds in which every model runs once (round-robin, so machine load hits all alike).
 
 Perplexity is measured on 96 test blocks (6,144 tokens) of the held-out test documents.
 Writes ``benchmarks/results/llm_width.md`` and ``.json``.
@@ -182,6 +183,26 @@ def prune_torch_pruning(model, task, ratio: float, importance: str) -> nn.Module
     return model.eval()
 
 
+def tokens_per_second(models: dict[str, nn.Module], tokenizer, rounds: int, new_tokens: int = 32) -> dict:
+    """New tokens per second of greedy ``generate`` at batch 1 and 8, the fastest of ``rounds``
+    rounds; each round times every model once, so machine load hits them alike."""
+    ids = torch.tensor([tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    best = {name: {} for name in models}
+    with torch.inference_mode():
+        for round_ in range(rounds + 1):  # round 0 warms up
+            for name, m in models.items():
+                for batch in (1, 8):
+                    x = ids.expand(batch, -1).contiguous()
+                    start = time.perf_counter()
+                    m.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                               max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+                    rate = batch * new_tokens / (time.perf_counter() - start)
+                    key = f"batch_{batch}"
+                    if round_ > 0:
+                        best[name][key] = max(best[name].get(key, 0.0), rate)
+    return best
+
+
 def run_distill(model, task, seconds: float) -> tuple[nn.Module, dict]:
     model = copy.deepcopy(model)
     result = distill(model, task, epochs=1000, max_seconds=seconds, learning_rate=1e-3, progress=False)
@@ -190,16 +211,17 @@ def run_distill(model, task, seconds: float) -> tuple[nn.Module, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-steps", type=int, default=150)
+    parser.add_argument("--train-steps", type=int, default=250)
     parser.add_argument("--distill-seconds", type=float, default=60.0)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "neuroprune" / "llm_width"))
+    parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="30 training steps, 10 s distillation (a smoke run)")
     parser.add_argument("--out", default=str(RESULTS / "llm_width.md"))
     args = parser.parse_args(argv)
     reexec_with_omp_policy("passive")
     torch.set_num_threads(THREADS)
     if args.quick:
-        args.train_steps, args.distill_seconds = 30, 10.0
+        args.train_steps, args.distill_seconds, args.speed_rounds = 30, 10.0, 1
         args.cache = args.cache + "-quick"
     schedule_module._measure = _cheap_measure
     wall = time.perf_counter()
@@ -256,11 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             record(f"{tool} best + distillation", setting, distilled, stats["seconds"])
             rows[f"{tool} best + distillation"].setdefault("_from", {})[setting] = best
 
-    # speed and the generation check: dense vs. the distilled neuroprune models
-    speed = {"dense": generation_check(model, tokenizer, PROMPT, max_new_tokens=32, batch_sizes=(1, 8), runs=3)}
-    for setting, _, _ in SETTINGS:
-        speed[setting] = generation_check(models[("neuroprune best + distillation", setting)], tokenizer, PROMPT,
-                                          max_new_tokens=32, batch_sizes=(1, 8), runs=3)
+    # speed and the generation check: dense vs. the distilled neuroprune models, timed round-robin
+    candidates = {"dense": model, **{s: models[("neuroprune best + distillation", s)] for s, _, _ in SETTINGS}}
+    speed = {name: generation_check(m, tokenizer, PROMPT, max_new_tokens=32, batch_sizes=(1,), runs=1)
+             for name, m in candidates.items()}
+    for name, tps in tokens_per_second(candidates, tokenizer, args.speed_rounds).items():
+        speed[name]["tokens_per_second"] = tps
     params = {"dense": count_parameters(model),
               **{s: count_parameters(models[("neuroprune best + distillation", s)]) for s, _, _ in SETTINGS}}
     total = time.perf_counter() - wall
@@ -336,7 +359,7 @@ layer (FFN kept); all widths uniform, so every result loads with plain `from_pre
 
 {chr(10).join(_targets(rows, dense_ppl))}
 
-**Decoding speed** (greedy `generate`, 32 new tokens, fastest of 3 runs; on a shared machine these swing):
+**Decoding speed** (greedy `generate`, 32 new tokens, fastest of {args.speed_rounds} round-robin rounds; on a shared machine these swing):
 
 {chr(10).join(speed_lines)}
 

