@@ -312,6 +312,12 @@ def _targets(rows, dense_ppl) -> list[str]:
     return lines
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
 def write_results(path: Path, rows, dense_ppl, speed, params, info, sizes, args, total, timings) -> None:
     settings = [s for s, _, _ in SETTINGS]
     header = "| method | " + " | ".join(settings) + " |\n|---|" + "---:|" * len(settings)
@@ -334,7 +340,8 @@ def write_results(path: Path, rows, dense_ppl, speed, params, info, sizes, args,
     text = f"""# LLM width pruning (benchmarks/llm_width.py)
 
 Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} ({os.cpu_count()} cores, shared
-with other jobs; {THREADS} threads), torch {torch.__version__}; total wall time {total / 60:.1f} min. Command:
+with other jobs; {THREADS} threads), torch {torch.__version__}, transformers {_version('transformers')},
+torch_pruning {_version('torch_pruning')}; total wall time {total / 60:.1f} min. Command:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_width.py --train-steps {args.train_steps} --distill-seconds {args.distill_seconds:g}
 

@@ -174,6 +174,7 @@ def test_decoder_criteria_are_listed_with_a_reference(capsys):
     assert main(["criteria"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "Sun et al. 2023" in lines["wanda"] and "An et al. 2024" in lines["flap"]
+    assert "Molchanov et al. 2017" in lines["taylor"]
 
 
 @pytest.mark.parametrize("criterion", ["wanda", "flap", "taylor"])
