@@ -259,6 +259,8 @@ def test_generation_check_reports_text_and_speed(tokenizer, trained):
     check = generation_check(trained, tokenizer, "The cat", max_new_tokens=5, batch_sizes=(1, 8), runs=1)
     assert set(check["tokens_per_second"]) == {"batch_1", "batch_8"}
     assert all(v > 0 for v in check["tokens_per_second"].values()) and isinstance(check["text"], str)
+    with pytest.raises(DataError, match="gives no tokens"):
+        generation_check(trained, tokenizer, "", max_new_tokens=2, batch_sizes=(1,), runs=1)
 
 
 # -- the command line ------------------------------------------------------------------------------

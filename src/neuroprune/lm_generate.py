@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .errors import DataError
 from .task import model_device_dtype
 
 
@@ -39,7 +40,10 @@ def generation_check(model: nn.Module, tokenizer: Any, prompt: str, *, max_new_t
         ``{"text": continuation, "new_tokens": n, "tokens_per_second": {"batch_1": ..., ...}}``.
     """
     device, _ = model_device_dtype(model)
-    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
+    tokens = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not tokens:
+        raise DataError(f"the generation prompt {prompt!r} gives no tokens; pass a prompt with some text (--prompt)")
+    ids = torch.tensor([tokens], device=device)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
