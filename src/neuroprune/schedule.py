@@ -53,11 +53,12 @@ class PruneResult:
     plan: PruningPlan
     report: dict[str, Any]
 
-    def save(self, folder, *, overwrite: bool = False, html: bool = True) -> None:
+    def save(self, folder, *, overwrite: bool = False, html: bool = True, extra: dict[str, Any] | None = None) -> None:
         """Write the model, plan and report to ``folder`` (see :func:`neuroprune.io.save`), with
-        ``report.html`` and the report's figures as PNGs unless ``html=False``."""
+        ``report.html`` and the report's figures as PNGs unless ``html=False``; ``extra`` maps further
+        file names to their content (e.g. a tokenizer's files), written in the same atomic step."""
         extra_files = getattr(get_adapter(self.plan.adapter), "extra_files", None)  # e.g. the hf config.json
-        extra = dict(extra_files(self.model)) if extra_files else {}
+        extra = {**(dict(extra_files(self.model)) if extra_files else {}), **(extra or {})}
         if html:
             extra.update(report_files(self.report))
         save(folder, self.model, self.plan, self.report, overwrite=overwrite, extra=extra)

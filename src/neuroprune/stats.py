@@ -45,13 +45,15 @@ class AxisStats:
     act_count: torch.Tensor | None = None  # values above the threshold
     act_abs: torch.Tensor | None = None  # sum of |activation|
     act_n: float = 0.0  # values observed per position
+    act_sum: torch.Tensor | None = None  # sum of activations (mean; with act_sq the variance, ``flap``)
+    act_sq: torch.Tensor | None = None  # sum of squared activations (``wanda``, ``flap``)
     grad_abs: torch.Tensor | None = None  # sum over batches of |dL/dw| of incoming weights
     grad_numel: torch.Tensor | None = None  # incoming weights per position, times batches
     taylor: torch.Tensor | None = None  # sum over batches of w * dL/dw of outgoing weights
     gram: torch.Tensor | None = None  # Linear "in" axes: sum of [x, 1]^T [x, 1] over observed rows
 
     def merge(self, other: AxisStats) -> None:
-        for name in ("act_count", "act_abs", "grad_abs", "grad_numel", "taylor", "gram"):
+        for name in ("act_count", "act_abs", "act_sum", "act_sq", "grad_abs", "grad_numel", "taylor", "gram"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs is not None:
                 setattr(self, name, theirs.clone() if mine is None else mine + theirs.to(mine.device))
@@ -129,10 +131,14 @@ class _ActivationObserver:
         if weights is None:
             entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.float32))
             entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float32))
+            entry.act_sum = _add(entry.act_sum, x.sum(dim=others, dtype=torch.float32))
+            entry.act_sq = _add(entry.act_sq, x.float().square().sum(dim=others))
             entry.act_n += x.numel() / x.shape[dim]
             return
         entry.act_count = _add(entry.act_count, ((x > self.threshold) * weights).sum(dim=others))
         entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others))
+        entry.act_sum = _add(entry.act_sum, (x.float() * weights).sum(dim=others))
+        entry.act_sq = _add(entry.act_sq, (x.float().square() * weights).sum(dim=others))
         entry.act_n += float(weights.sum()) * x.numel() / (x.shape[dim] * weights.numel())
 
     def _record_gram(self, path: str, axis: str, x: torch.Tensor) -> None:

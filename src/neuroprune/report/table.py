@@ -62,6 +62,8 @@ def format_report(report: dict[str, Any]) -> str:
         _steps_section(report.get("steps") or [], metric),
         _layers_section(report.get("layers") or []),
     ]
+    if report.get("generation"):
+        sections.append(_generation_section(report["generation"]))
     if report.get("config"):
         sections.append(_config_section(report["config"]))
     return "\n\n".join(sections) + "\n"
@@ -178,6 +180,19 @@ def _layers_section(layers: Sequence[dict[str, Any]]) -> str:
         ])
     table = _render_table(["layer", "width", "", "kept"], rows, "lrlr")
     return "Layer widths\n" + table
+
+
+def _generation_section(generation: dict[str, Any]) -> str:
+    """Render the generation check: the greedy continuation and decoding speed before and after."""
+    before, after = generation.get("before") or {}, generation.get("after") or {}
+    lines = [f"prompt: {generation.get('prompt', '')!r}",
+             f"before: {before.get('text', '')!r}", f"after:  {after.get('text', '')!r}"]
+    speed_before, speed_after = before.get("tokens_per_second") or {}, after.get("tokens_per_second") or {}
+    rows = [[f"tokens/s {key.replace('_', ' ')}", f"{speed_before[key]:,.1f}", f"{speed_after[key]:,.1f}",
+             ratio(speed_after[key], speed_before[key], "faster", "slower", 2)]
+            for key in speed_before if key in speed_after]
+    table = _render_table(["", "before", "after", "change"], rows, "lrrl") if rows else ""
+    return "Generation (greedy)\n" + "\n".join(lines) + ("\n" + table if table else "")
 
 
 def _config_section(config: dict[str, Any]) -> str:

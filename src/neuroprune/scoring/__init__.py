@@ -2,13 +2,13 @@
 
 Example:
     >>> from neuroprune.scoring import criterion_names
-    >>> criterion_names()
-    ['activation_frequency', 'activation_mean', 'gradient', 'magnitude', 'obs', 'random', 'rank', 'seed', 'taylor']
+    >>> print(" ".join(criterion_names()))
+    activation_frequency activation_mean flap gradient magnitude obs random rank seed taylor wanda
 """
 
 from __future__ import annotations
 
-from . import activations, combine, obs, taylor, weights  # noqa: F401  (register the criteria)
+from . import activations, combine, decoder, obs, taylor, weights  # noqa: F401  (register the criteria)
 from .registry import Criterion, ScoringInput, criterion_names, get_criterion, register_criterion, score
 
 __all__ = ["Criterion", "ScoringInput", "criterion_names", "get_criterion", "register_criterion", "score"]

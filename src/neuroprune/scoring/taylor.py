@@ -18,7 +18,7 @@ from .registry import Criterion, Needs, get_criterion, register_criterion
 
 
 class TaylorCriterion(Criterion):
-    """First-order loss change of removing the neuron: |sum of a * dL/da| where it is read."""
+    """First-order loss change of removing the neuron: |sum of a * dL/da| where it is read (Molchanov et al. 2017)."""
 
     name = "taylor"
 

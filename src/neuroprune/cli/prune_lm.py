@@ -1,0 +1,107 @@
+"""``neuroprune prune`` on a causal language model: perplexity, uniform widths, a generation check.
+
+``run_hf`` hands a ``*ForCausalLM`` folder here: the text becomes an
+:class:`~neuroprune.lm_task.LMTask` (perplexity on held-out blocks, logit distillation),
+``--protect-first`` / ``--protect-last`` become ignored blocks, ``--uniform`` refuses settings
+that would give layers different widths, and the report gains a greedy generation check with
+decoding speed before and after (:func:`~neuroprune.lm_generate.generation_check`).
+
+Example:
+    >>> import argparse
+    >>> from neuroprune.config import PruneConfig
+    >>> args = argparse.Namespace(protect_first=1, protect_last=0, target_flops=None, target_params=None,
+    ...                           target_latency=None, max_drop=None)
+    >>> uniform_problems(PruneConfig(scope="global"), args)[0]
+    '--uniform: --scope global ranks across layers; use --scope local'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..errors import ConfigError
+from ..schedule import PruneResult
+from .common import print_err
+from .prune import budget_from_args, prune_and_report, target_exit, tokenizer_files
+
+
+def uniform_problems(config, args: argparse.Namespace) -> list[str]:
+    """Settings that would give layers different widths (``--uniform`` refuses them)."""
+    problems = []
+    if config.threshold is not None:
+        problems.append("--threshold removes a different number of neurons per layer; use --ratio")
+    if config.scope != "local":
+        problems.append("--scope global ranks across layers; use --scope local")
+    if any(p.ratio is not None or p.ignore or p.min_width for p in config.layers):
+        problems.append("layer policies with their own ratio, min_width or ignore change single layers")
+    if args.protect_first or args.protect_last:
+        problems.append("--protect-first / --protect-last leave those blocks wider")
+    if budget_from_args(args) is not None:
+        problems.append("a budget (--target-*, --max-drop) searches per-layer ratios")
+    return [f"--uniform: {p}" for p in problems]
+
+
+def partly_ignored(model, ignore) -> list[str]:
+    """``--uniform``: ignore entries may freeze every FFN or every head group, not some blocks only."""
+    from ..adapters.hf import HFAdapter
+
+    graph = HFAdapter().discover(model, None, ignore=ignore)
+    problems = []
+    for kind, suffix in (("head", ":heads"), ("FFN", "")):
+        names = [g.name for g in graph.groups] + list(graph.frozen)
+        names = [n for n in names if n.endswith(":heads") == bool(suffix) and n != "hidden size"]
+        frozen = [n for n in names if n in graph.frozen]
+        if frozen and len(frozen) < len(names):
+            problems.append(f"--uniform: --ignore leaves {kind} groups {', '.join(frozen)} unpruned but not the "
+                            f"others; ignore all of them (e.g. '*:heads') or none")
+    return problems
+
+
+def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents: list[str]) -> int:
+    """A causal LM: perplexity on held-out blocks, logit distillation, a generation check in the report."""
+    from ..adapters.hf import find_blocks, plain_loadable
+    from ..lm_generate import generation_check
+    from ..lm_task import LMTask
+
+    blocks = [block.path for block in find_blocks(model)]
+    if args.protect_first < 0 or args.protect_last < 0 or args.protect_first + args.protect_last >= max(len(blocks), 1):
+        raise ConfigError([f"--protect-first ({args.protect_first}) and --protect-last ({args.protect_last}) must be "
+                           f">= 0 and leave at least one of the model's {len(blocks)} blocks to prune"])
+    if args.uniform:
+        problems = uniform_problems(config, args) + partly_ignored(model, config.ignore)
+        if problems:
+            raise ConfigError(problems)
+    protected = blocks[:args.protect_first] + (blocks[len(blocks) - args.protect_last:] if args.protect_last else [])
+    if protected:
+        config = dataclasses.replace(config, ignore=tuple(config.ignore) + tuple(protected))
+    task = LMTask(documents, tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
+                  calibration_samples=args.calibration_samples, seed=args.seed, distill_seconds=args.distill_seconds,
+                  lm_weight=args.lm_weight)
+    sizes = task.split_sizes()
+    print_err(f"{args.data[5:]}: {sizes['train']} training blocks of {args.seq_len} tokens ({sizes['calibration']} "
+              f"for calibration), {sizes['val']} validation, {sizes['test']} test; quality = perplexity (lower is "
+              f"better; --tolerance {config.tolerance:g} allows {config.tolerance:.0%} higher validation perplexity)")
+    prompt = args.prompt or " ".join(task.documents["test"][0].split()[:6])
+
+    def check(model_) -> dict:
+        return generation_check(model_, tokenizer, prompt, batch_sizes=(1, 8),
+                                runs=min(3, config.latency_runs))
+
+    before = check(model)
+
+    def finish(result: PruneResult) -> None:
+        result.report["generation"] = {"prompt": prompt, "before": before, "after": check(result.model)}
+
+    result = prune_and_report(model, task, config, args, finish, extra_files=tokenizer_files(tokenizer))
+    if args.uniform and not plain_loadable(result.model):  # pragma: no cover - the checks above prevent it
+        raise ConfigError(["--uniform: the pruned layers ended with different widths"])
+    if args.out:
+        print(f"also saved config.json and the tokenizer to {args.out}/")
+        if plain_loadable(result.model):
+            print(f"reload with: transformers.AutoModelForCausalLM.from_pretrained({args.out!r}) or "
+                  f"neuroprune.adapters.hf.load_pretrained({args.out!r})")
+        else:
+            print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (per-layer widths differ; "
+                  "pass --uniform for a standard config)")
+    return target_exit(result, args)
