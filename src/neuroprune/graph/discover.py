@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import operator
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,8 @@ class _FlowInterpreter(fx.Interpreter):
         if not touched:
             return {} if isinstance(value, torch.Tensor) else None
         where = f"{_node_path(n)} ({n.op} {getattr(n.target, '__name__', n.target)})"
+        if _is_record(value) or _is_record(args[0] if args else None):
+            return _record_flows(self.ctx, where, n, args, kwargs, flows, kwarg_flows, value)
         rule = rule_for(n.op, n.target)
         if rule is None:
             if not isinstance(value, (torch.Tensor, tuple, list)):
@@ -110,6 +114,47 @@ class _FlowInterpreter(fx.Interpreter):
                 f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone")
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
         return handler.propagate(self.ctx, call)
+
+
+def _is_record(value: Any) -> bool:
+    """A dataclass instance or a mapping (a model's structured output, e.g. HF ``ModelOutput``)."""
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping)
+
+
+def _record_items(value: Any) -> dict:
+    if isinstance(value, Mapping):
+        return dict(value.items())
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+
+
+def _record_flows(ctx: FlowContext, where: str, n: fx.Node, args, kwargs, flows, kwarg_flows, value) -> Any:
+    """Building a record (dataclass, ``ModelOutput``, dict) from tensors, or reading a field of one.
+
+    A record's flows are a dict of field name -> flows, found by matching each field to the
+    argument tensor it *is*; reading a field (``out.logits``, ``out["logits"]``) returns its flows.
+    Channels passed into anything else that returns a record are fixed.
+    """
+    if args and _is_record(args[0]) and isinstance(flows[0], dict) and len(args) > 1 and \
+            n.target in (getattr, operator.getitem) and isinstance(args[1], str):
+        return flows[0].get(args[1], _empty_like(value))
+    if not _is_record(value):
+        ctx.freeze_all((flows, kwarg_flows), f"{where}: channels read from a record by an unknown operation")
+        return _empty_like(value)
+    sources = [(a, f) for a, f in zip(args, flows)] + [(kwargs[k], f) for k, f in kwarg_flows.items()]
+    by_identity = {id(a): f for a, f in sources if isinstance(a, torch.Tensor) and f}
+    result, used = {}, set()
+    for name, field_value in _record_items(value).items():
+        if isinstance(field_value, torch.Tensor) and id(field_value) in by_identity:
+            result[name] = by_identity[id(field_value)]
+            used.add(id(field_value))
+        elif _is_record(field_value):
+            result[name] = None
+        else:
+            result[name] = _empty_like(field_value)
+    for a, f in sources:
+        if id(a) not in used:
+            ctx.freeze_all(f, f"{where}: channels passed into a record that does not hold them as they are")
+    return result
 
 
 def _empty_like(value: Any) -> Any:

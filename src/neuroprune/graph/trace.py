@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..errors import UnsupportedModuleError
 from ..surgery.registry import handler_for
+from .torch_blocks import traceable_forward
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -37,9 +38,18 @@ class PruningTracer(fx.Tracer):
             return True
         if handler_for(m) is not None:
             return True
+        if traceable_forward(m) is not None:
+            return False
         if isinstance(m, _CONTAINERS):
             return False
         return type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        """Torch's transformer blocks are traced through their plain (non-fused) computation."""
+        plain = traceable_forward(m)
+        if plain is not None and not self.is_leaf_module(m, self.path_of_module(m)):
+            forward = plain
+        return super().call_module(m, forward, args, kwargs)
 
 
 def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
