@@ -31,6 +31,7 @@ from .plan import PruningPlan
 from .quality import lower_is_better, quality_drop
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
+from .remainder import layer_entries
 from .policy import GroupSettings, resolve_policies
 from .report.html import report_files
 from .report.metrics import measure_model
@@ -109,7 +110,7 @@ def _no_prunable_message(graph: DependencyGraph) -> str:
 def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
               example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None) -> nn.Module:
     """One step: score, select, then mask-validate-accept or roll back and retry with half."""
-    graph = adapter.discover(work, example, ignore=config.ignore)
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     fraction = step / config.steps
     target = None if config.ratio is None else config.ratio * fraction
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
@@ -179,7 +180,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         task.bind(work)
     example = task.example_input()
     adapter = adapter_for(work)
-    graph = adapter.discover(work, example, ignore=config.ignore)
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     if not graph.groups:
         raise NoPrunableLayerError(_no_prunable_message(graph))
     settings = resolve_policies(graph, config)
@@ -197,10 +198,10 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
             save_checkpoint(checkpoint, work, state, config)
         if on_step is not None:
             on_step(step, work)
-    final_graph = adapter.discover(work, example, ignore=config.ignore)
+    final_graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     widths = {g.name: g.size for g in final_graph.groups}
-    layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)}
-              for name, size in state.original.items()]
+    rolled_back = any(not s.get("accepted") and s.get("reason") != "nothing to remove" for s in state.steps)
+    layers = layer_entries(graph, widths, settings, config, rolled_back=rolled_back)
     report = {
         "metric": task.metric_name,
         "reference_val": state.reference,
@@ -209,6 +210,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         "steps": state.steps,
         "layers": layers,
         "fixed_layers": state.fixed,
+        "frozen_modules": dict(graph.frozen_modules),
         "config": config.to_dict(),
     }
     return PruneResult(work, state.plan, report)

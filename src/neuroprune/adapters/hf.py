@@ -197,7 +197,8 @@ class HFAdapter(ModelAdapter):
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, PreTrainedModel)
 
-    def discover(self, model: nn.Module, example_inputs: Any = None, ignore: Iterable[str] = ()) -> DependencyGraph:
+    def discover(self, model: nn.Module, example_inputs: Any = None, ignore: Iterable[str] = (), *,
+                 ignore_untraceable: bool = False) -> DependencyGraph:
         """Head and FFN groups of every block; ``ignore`` holds module paths (a block path ignores
         both of its groups) or shell patterns on group names, e.g. ``"*:heads"`` for FFN only."""
         blocks = find_blocks(model)

@@ -60,9 +60,9 @@ def _node_path(node: fx.Node) -> str:
 class _FlowInterpreter(fx.Interpreter):
     """Runs the traced graph on real inputs and follows channel ids alongside."""
 
-    def __init__(self, module: fx.GraphModule, ctx: FlowContext, ignore: set[str]):
+    def __init__(self, module: fx.GraphModule, ctx: FlowContext, ignore: set[str], frozen: dict[str, str]):
         super().__init__(module)
-        self.ctx, self.ignore = ctx, ignore
+        self.ctx, self.ignore, self.frozen_modules = ctx, ignore | set(frozen), frozen
         self.flows: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -95,7 +95,8 @@ class _FlowInterpreter(fx.Interpreter):
                 f"{where}: operation {getattr(n.target, '__name__', n.target)!r} on prunable channels is not "
                 f"supported. Supported layers: {', '.join(supported_layer_names())}; plus elementwise, "
                 "broadcasting, concatenation, chunk, reshaping, pooling and reductions. Pass "
-                f"ignore=[{_node_path(n)!r}] to leave that module alone")
+                f"ignore=[{_node_path(n)!r}] to leave that module alone",
+                module=None if _node_path(n) == "<top level>" else _node_path(n))
         return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
 
     def _module_flows(self, n, args, kwargs, flows, kwarg_flows, value):
@@ -103,7 +104,8 @@ class _FlowInterpreter(fx.Interpreter):
         module = self.module.get_submodule(path)
         touched = _has_flows(flows) or _has_flows(kwarg_flows)
         if path in self.ignore:
-            self.ctx.freeze_all((flows, kwarg_flows), f"{path}: ignored")
+            why = f"frozen, {self.frozen_modules[path]}" if path in self.frozen_modules else "ignored"
+            self.ctx.freeze_all((flows, kwarg_flows), f"{path}: {why}")
             return _empty_like(value)
         handler = handler_for(module)
         if handler is None:
@@ -111,7 +113,7 @@ class _FlowInterpreter(fx.Interpreter):
                 return _empty_like(value)
             raise UnsupportedModuleError(
                 f"{path}: layer type {type(module).__name__} is not supported; supported: "
-                f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone")
+                f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone", module=path)
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
         return handler.propagate(self.ctx, call)
 
@@ -269,13 +271,19 @@ def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     return DependencyGraph(groups, fixed, module_types, axis_sizes)
 
 
-def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()) -> DependencyGraph:
+def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
+             ignore_untraceable: bool = False) -> DependencyGraph:
     """Find which neurons of ``model`` can be removed and what each removal touches.
 
     Args:
         model: any ``nn.Module`` traceable by torch.fx (see :mod:`neuroprune.graph.trace`).
         example_inputs: one input batch (a tensor, or a tuple of positional inputs).
         ignore: module paths to leave alone; they become opaque and their channels fixed.
+        ignore_untraceable: instead of raising :class:`UnsupportedModuleError` for a module
+            that cannot be traced or followed (value-dependent control flow, an unknown layer
+            or operation on prunable channels), freeze that module as if it were ignored and go
+            on; :attr:`DependencyGraph.frozen_modules` says which and why. A problem in the
+            model's own forward (not in a submodule) still raises.
 
     The model's parameters, buffers and train/eval modes are left as they were.
     """
@@ -284,13 +292,35 @@ def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (
     if unknown:
         raise UnsupportedModuleError(f"ignore names modules the model does not have: {', '.join(unknown)}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    graph_module = trace_model(model, ignore)
+    frozen: dict[str, str] = {}
+    while True:
+        try:
+            graph = _discover_once(model, inputs, ignore, frozen)
+        except UnsupportedModuleError as error:
+            path = error.module
+            if not ignore_untraceable or path is None or path in ignore or path in frozen:
+                raise
+            frozen[path] = _short_reason(error)
+            continue
+        graph.frozen_modules = dict(frozen)
+        return graph
+
+
+def _short_reason(error: UnsupportedModuleError) -> str:
+    """The first sentence of an error, for the report ("cannot trace …: TraceError: …")."""
+    text = str(error).splitlines()[0]
+    cut = text.find(". ")
+    return text if cut < 0 else text[:cut]
+
+
+def _discover_once(model: nn.Module, inputs: tuple, ignore: set[str], frozen: dict[str, str]) -> DependencyGraph:
+    graph_module = trace_model(model, ignore | set(frozen))
     modes = {name: m.training for name, m in model.named_modules()}
     ctx = FlowContext()
     try:
         model.eval()
         with torch.no_grad():
-            _FlowInterpreter(graph_module, ctx, ignore).run(*inputs)
+            _FlowInterpreter(graph_module, ctx, ignore, frozen).run(*inputs)
     finally:
         for name, m in model.named_modules():
             m.training = modes[name]

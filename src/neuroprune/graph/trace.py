@@ -64,5 +64,5 @@ def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
         hint = f"pass ignore=[{path!r}] to leave it unpruned" if path else "make the forward traceable by torch.fx"
         raise UnsupportedModuleError(
             f"cannot trace {where}: {type(error).__name__}: {error}. Control flow that depends on "
-            f"tensor values cannot be followed; {hint}") from error
+            f"tensor values cannot be followed; {hint}", module=path) from error
     return fx.GraphModule(model, graph, class_name=type(model).__name__)

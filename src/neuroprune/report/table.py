@@ -55,6 +55,10 @@ def format_report(report: dict[str, Any]) -> str:
         _steps_section(report.get("steps") or [], metric),
         _layers_section(report.get("layers") or []),
     ]
+    if report.get("fixed_layers"):
+        sections.append(_reasons_section("Fixed layers (nothing removable)", report["fixed_layers"]))
+    if report.get("frozen_modules"):
+        sections.append(_reasons_section("Frozen modules (--ignore-untraceable)", report["frozen_modules"]))
     if report.get("config"):
         sections.append(_config_section(report["config"]))
     return "\n\n".join(sections) + "\n"
@@ -155,9 +159,17 @@ def _layers_section(layers: Sequence[dict[str, Any]]) -> str:
             f"{width_before} -> {width_after}",
             _bar(width_before, width_after),
             format_fraction(width_after / width_before if width_before else None),
+            "; ".join(layer.get("kept_because") or []),
         ])
-    table = _render_table(["layer", "width", "", "kept"], rows, "lrlr")
+    table = _render_table(["layer", "width", "", "kept", "kept because"], rows, "lrlrl")
     return "Layer widths\n" + table
+
+
+def _reasons_section(title: str, reasons: dict[str, Any]) -> str:
+    """One line per name with its reasons (a list or one string)."""
+    rows = [[str(name), "; ".join(why) if isinstance(why, (list, tuple)) else str(why)]
+            for name, why in reasons.items()]
+    return title + "\n" + _render_table(["module", "why"], rows, "ll")
 
 
 def _config_section(config: dict[str, Any]) -> str:
