@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,6 +50,13 @@ def _has_flows(structure: Any) -> bool:
     if isinstance(structure, (tuple, list)):
         return any(_has_flows(v) for v in structure)
     return False
+
+
+def _module_of(node: fx.Node) -> str | None:
+    """The module whose forward holds ``node`` (``None`` at top level); a second call of the
+    same module is recorded as ``path@1`` in fx's module stack."""
+    path = _node_path(node)
+    return None if path == "<top level>" else re.sub(r"@\d+$", "", path)
 
 
 def _node_path(node: fx.Node) -> str:
@@ -96,8 +104,13 @@ class _FlowInterpreter(fx.Interpreter):
                 f"supported. Supported layers: {', '.join(supported_layer_names())}; plus elementwise, "
                 "broadcasting, concatenation, chunk, reshaping, pooling and reductions. Pass "
                 f"ignore=[{_node_path(n)!r}] to leave that module alone",
-                module=None if _node_path(n) == "<top level>" else _node_path(n))
-        return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+                module=_module_of(n))
+        try:
+            return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+        except UnsupportedModuleError as error:
+            if error.module is None and _module_of(n) is not None:
+                raise UnsupportedModuleError(str(error), module=_module_of(n)) from error
+            raise
 
     def _module_flows(self, n, args, kwargs, flows, kwarg_flows, value):
         path = n.target
@@ -115,17 +128,29 @@ class _FlowInterpreter(fx.Interpreter):
                 f"{path}: layer type {type(module).__name__} is not supported; supported: "
                 f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone", module=path)
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
-        return handler.propagate(self.ctx, call)
+        try:
+            return handler.propagate(self.ctx, call)
+        except UnsupportedModuleError as error:
+            if error.module is None:
+                raise UnsupportedModuleError(str(error), module=path) from error
+            raise
+
+
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
 def _is_record(value: Any) -> bool:
-    """A dataclass instance or a mapping (a model's structured output, e.g. HF ``ModelOutput``)."""
-    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping)
+    """A dataclass instance, a named tuple or a mapping (a structured output, e.g. HF ``ModelOutput``)."""
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping) or \
+        _is_namedtuple(value)
 
 
 def _record_items(value: Any) -> dict:
     if isinstance(value, Mapping):
         return dict(value.items())
+    if _is_namedtuple(value):
+        return value._asdict()
     return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
@@ -136,9 +161,15 @@ def _record_flows(ctx: FlowContext, where: str, n: fx.Node, args, kwargs, flows,
     argument tensor it *is*; reading a field (``out.logits``, ``out["logits"]``) returns its flows.
     Channels passed into anything else that returns a record are fixed.
     """
-    if args and _is_record(args[0]) and isinstance(flows[0], dict) and len(args) > 1 and \
-            n.target in (getattr, operator.getitem) and isinstance(args[1], str):
-        return flows[0].get(args[1], _empty_like(value))
+    if args and _is_record(args[0]) and len(args) > 1 and n.target in (getattr, operator.getitem):
+        record, key = flows[0], args[1]
+        if _is_namedtuple(args[0]) and isinstance(record, tuple):
+            if isinstance(key, str) and key in type(args[0])._fields:
+                return record[type(args[0])._fields.index(key)]
+            if isinstance(key, int):
+                return record[key]
+        if isinstance(record, dict) and isinstance(key, str):
+            return record.get(key, _empty_like(value))
     if not _is_record(value):
         ctx.freeze_all((flows, kwarg_flows), f"{where}: channels read from a record by an unknown operation")
         return _empty_like(value)
@@ -156,7 +187,7 @@ def _record_flows(ctx: FlowContext, where: str, n: fx.Node, args, kwargs, flows,
     for a, f in sources:
         if id(a) not in used:
             ctx.freeze_all(f, f"{where}: channels passed into a record that does not hold them as they are")
-    return result
+    return tuple(result.values()) if _is_namedtuple(value) else result
 
 
 def _empty_like(value: Any) -> Any:
