@@ -127,7 +127,7 @@ ARCHITECTURES: list[Arch] = [
     Arch("swin_t", "torchvision", _tv("swin_t", num_classes=10), (2, 3, 32, 32), slow=True, needs=WT14),
     Arch("maxvit_t", "torchvision", _tv("maxvit_t", num_classes=10), (1, 3, 224, 224), slow=True, needs=WT14),
     Arch("timm.resnet18", "timm", _timm("resnet18", num_classes=10), (2, 3, 32, 32)),
-    Arch("timm.mobilevit_xxs", "timm", _timm("mobilevit_xxs", num_classes=10), (2, 3, 64, 64), slow=True),
+    Arch("timm.mobilevit_xxs", "timm", _timm("mobilevit_xxs", num_classes=10), (2, 3, 64, 64)),
     Arch("timm.efficientnet_b0", "timm", _timm("efficientnet_b0", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("timm.convnext_atto", "timm", _timm("convnext_atto", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("timm.regnetx_002", "timm", _timm("regnetx_002", num_classes=10), (2, 3, 32, 32), slow=True),
