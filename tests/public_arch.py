@@ -239,15 +239,26 @@ def prune_with_torch_pruning(arch: Arch, ratio: float = 0.4, seed: int = 0) -> d
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
                                        pruning_ratio=ratio, ignored_layers=heads[-2:])
     pruner.step()
-    result = {"params_kept": count_parameters(model) / before, "forward_ok": False, "reload_ok": False}
-    with torch.no_grad():
-        out = _leaves(model.eval()(x))
+    result = {"status": "ok", "params_kept": count_parameters(model) / before, "forward_ok": False,
+              "reload_ok": False}
+    try:
+        with torch.no_grad():
+            out = _leaves(model.eval()(x))
+    except Exception as error:  # a pruned model that no longer runs
+        result["status"] = f"broken model: {type(error).__name__}"
+        return result
     result["forward_ok"] = [t.shape for t in out] == [t.shape for t in reference]
+    if not result["forward_ok"]:
+        result["status"] = "broken model: output shape changed"
     buffer = io.BytesIO()
     torch.save(tp.state_dict(model), buffer)  # Torch-Pruning's own format: pickled module state
     buffer.seek(0)
-    fresh = tp.load_state_dict(build_seeded(arch, seed), torch.load(buffer, weights_only=False))
-    with torch.no_grad():
-        again = _leaves(fresh.eval()(x))
+    try:
+        fresh = tp.load_state_dict(build_seeded(arch, seed), torch.load(buffer, weights_only=False))
+        with torch.no_grad():
+            again = _leaves(fresh.eval()(x))
+    except Exception as error:
+        result["status"] += f"; reload failed: {type(error).__name__}"
+        return result
     result["reload_ok"] = len(again) == len(out) and all(torch.equal(a, b) for a, b in zip(again, out))
     return result
