@@ -349,6 +349,20 @@ def test_ignore_untraceable_also_freezes_a_module_with_an_unknown_operation():
     assert [g.name for g in graph.groups] == ["2"] and list(graph.frozen_modules) == ["1"]
 
 
+def test_a_module_called_twice_is_frozen_by_its_own_path():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.odd, self.fc2, self.fc3 = nn.Linear(4, 8), CumSumBlock(), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.odd(self.fc1(x))
+            return self.fc3(torch.relu(self.odd(self.fc2(torch.relu(h)))))
+
+    graph = npr.discover(Twice(), torch.randn(2, 4), ignore_untraceable=True)
+    assert list(graph.frozen_modules) == ["odd"] and graph.groups == []
+
+
 def test_a_problem_in_the_model_forward_itself_still_raises():
     class TopLevel(nn.Module):
         def __init__(self):
