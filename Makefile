@@ -7,7 +7,15 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+# `make test-vision` runs the public-architecture coverage (torchvision, timm, Torch-Pruning) in its
+# own environment VISION_VENV, so the main one never gets torchvision (whose CUDA wheel breaks
+# `import transformers` next to the CPU torch). A constraints file holds torch at TORCH_SPEC's
+# version: pip may not replace it.
+VISION_VENV ?= .venv-vision
+VISION_BIN := $(VISION_VENV)/bin
+TORCH_PIN := $(firstword $(TORCH_SPEC))
+
+.PHONY: setup demo test bench clean test-vision bench-architectures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +31,21 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
+$(VISION_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_BIN)/python -c "import torch" 2>/dev/null || $(VISION_BIN)/pip install --quiet $(TORCH_SPEC)
+	echo "$(TORCH_PIN)" > $(VISION_VENV)/constraints.txt
+	$(VISION_BIN)/pip install --quiet -c $(VISION_VENV)/constraints.txt -e ".[vision]"
+	touch $@
+
+test-vision: $(VISION_VENV)/.installed
+	$(VISION_BIN)/python -m pytest -q -n 2 -m "" tests/test_public_architectures.py
+
+bench-architectures: $(VISION_VENV)/.installed
+	$(VISION_BIN)/python benchmarks/architectures.py
+
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) neuroprune-out .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VISION_VENV) neuroprune-out .pytest_cache .hypothesis

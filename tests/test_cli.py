@@ -24,8 +24,8 @@ def test_demo_writes_folder_and_report(tmp_path, capsys):
     assert "Layer widths" in printed and "fc1    128 -> 32" in printed
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report["before"]) >= {"params", "flops", "size_bytes", "accuracy", "latency_ms"}
-    assert report["layers"] == [{"name": "fc1", "width_before": 128, "width_after": 32},
-                                {"name": "fc2", "width_before": 64, "width_after": 16}]
+    assert report["layers"] == [{"name": "fc1", "width_before": 128, "width_after": 32, "fixed_units": 0, "kept_because": []},
+                                {"name": "fc2", "width_before": 64, "width_after": 16, "fixed_units": 0, "kept_because": []}]
     assert {"target_ratio", "removed", "accuracy", "accepted"} <= set(report["steps"][0])
     assert report["config"]["criterion"] == "rank" and report["after"]["accuracy"] > 0.9
     from neuroprune.zoo import build_model
@@ -57,7 +57,7 @@ def test_prune_user_model_file_weights_and_npz(tmp_path, npz, capsys):
                    "--out", str(out), "--json", str(tmp_path / "r.json"), "--quiet", "--latency-runs", "2")
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["layers"] == [{"name": "0", "width_before": 20, "width_after": 10}]
+    assert report["layers"] == [{"name": "0", "width_before": 20, "width_after": 10, "fixed_units": 0, "kept_because": []}]
     assert "training" not in capsys.readouterr().err  # weights given: no training
 
 

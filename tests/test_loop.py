@@ -63,8 +63,9 @@ def test_steps_reach_the_target_and_report_widths(trained):
     model, task = trained
     result = prune(model, task, PruneConfig(criterion="magnitude", ratio=0.5, steps=2, tolerance=1.0, **FAST))
     assert [s["target_ratio"] for s in result.report["steps"]] == [0.25, 0.5]
-    assert result.report["layers"] == [{"name": "0", "width_before": 16, "width_after": 8},
-                                       {"name": "2", "width_before": 12, "width_after": 6}]
+    assert result.report["layers"] == [
+        {"name": "0", "width_before": 16, "width_after": 8, "fixed_units": 0, "kept_because": []},
+        {"name": "2", "width_before": 12, "width_after": 6, "fixed_units": 0, "kept_because": []}]
     assert result.model[0].out_features == 8 and model[0].out_features == 16
     assert result.plan.modules["0"]["axes"]["out"]["size"] == 16 and len(result.plan.modules["0"]["axes"]["out"]["keep"]) == 8
 

@@ -156,7 +156,8 @@ def search_budget(model: nn.Module, task, config: PruneConfig, budget: Budget, *
     if hasattr(task, "bind"):
         task.bind(work)
     adapter = adapter_for(work)
-    graph = adapter.discover(work, task.example_input(), ignore=config.ignore)
+    graph = adapter.discover(work, task.example_input(), ignore=config.ignore,
+                            ignore_untraceable=config.ignore_untraceable)
     settings = resolve_policies(graph, config)
     scores = score_groups(work, graph, task, config, settings, desc="scoring")
     meter = _CostMeter(work, graph, scores, settings, task, budget.quantity)

@@ -74,6 +74,9 @@ class PruneConfig:
     reconstruct: bool = field(default=False, metadata={"help": "least-squares re-fit of layers reading pruned neurons"})
     activation_threshold: float = field(default=0.0, metadata={"help": "a neuron counts as active above this value"})
     ignore: tuple[str, ...] = field(default=(), metadata={"help": "module paths to leave unpruned"})
+    ignore_untraceable: bool = field(default=False, metadata={
+        "help": "freeze modules that cannot be traced or followed (value-dependent control flow, unknown "
+                "layers or operations) instead of stopping; the report lists them"})
     layers: tuple[LayerPolicy, ...] = field(default=(), metadata={"help": "layer-specific settings, applied in order"})
     seed: int = field(default=0, metadata={"help": "seed for random choices"})
     latency_runs: int = field(default=20, metadata={"help": "timed runs per latency measurement (median)"})

@@ -38,7 +38,15 @@ class UnknownNameError(NeuropruneError, KeyError):
 
 
 class UnsupportedModuleError(NeuropruneError):
-    """The dependency graph met a module or operation it cannot prune through."""
+    """The dependency graph met a module or operation it cannot prune through.
+
+    ``module`` is the path of the module the problem lies in (``None`` for the model's own
+    forward); ``ignore_untraceable`` leaves that module alone instead of raising.
+    """
+
+    def __init__(self, message: str, module: str | None = None):
+        super().__init__(message)
+        self.module = module or None
 
 
 class DataError(NeuropruneError, ValueError):

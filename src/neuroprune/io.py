@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,12 +221,25 @@ def load(folder: str | os.PathLike, model_or_builder: nn.Module | Callable[[], n
 
 
 def _load_safetensors_into(model: nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model``; tied weights saved once fill every name they have.
+
+    The file has no per-module version metadata; the freshly built model's own is passed on, so
+    layers that check it in ``_load_from_state_dict`` (torchvision's MNASNet) load as they would
+    from their own ``state_dict()``.
+    """
     try:
-        missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+        state = safetensors.torch.load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"cannot read {path}: {error}") from error
-    except RuntimeError as error:  # shape mismatches
+    own = model.state_dict(keep_vars=True)
+    state = OrderedDict(state)
+    state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError) as error:  # shape mismatches, a layer refusing its weights
         raise CheckpointError(f"weights in {path} do not fit the model: {error}") from error
+    loaded = {(own[k].data_ptr(), tuple(own[k].shape)) for k in state if k in own}
+    missing = [k for k in missing if (own[k].data_ptr(), tuple(own[k].shape)) not in loaded]
     if missing or unexpected:
         raise CheckpointError(f"weights in {path} do not fit the model: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")

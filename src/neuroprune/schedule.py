@@ -33,6 +33,7 @@ from .quality import lower_is_better, quality_drop
 from .recover.finetune import finetune
 from .recover.reconstruct import reconstruct
 from .recover.rollback import Snapshot
+from .remainder import layer_entries
 from .policy import GroupSettings, resolve_policies
 from .report.html import report_files
 from .report.metrics import measure_model
@@ -198,7 +199,7 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
     """One step: score, then attempt ``state.pending[0]``; a rolled-back attempt is retried halfway
     between what was delivered and that target, until one is accepted or a limit stops the loop."""
     started = time.perf_counter() if started is None else started
-    graph = adapter.discover(work, example, ignore=config.ignore)
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
     judge_after = config.judge == "after" and config.finetune_epochs > 0
     for attempt in range(1, config.max_retries + 2):
@@ -282,7 +283,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         task.bind(work)
     example = task.example_input()
     adapter = adapter_for(work)
-    graph = adapter.discover(work, example, ignore=config.ignore)
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     if not graph.groups:
         raise NoPrunableLayerError(_no_prunable_message(graph))
     settings = resolve_policies(graph, config)
@@ -310,10 +311,10 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
             save_checkpoint(checkpoint, work, state, config, fingerprint)
         if on_step is not None:
             on_step(state.step, work)
-    final_graph = adapter.discover(work, example, ignore=config.ignore)
+    final_graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     widths = {g.name: g.size for g in final_graph.groups}
-    layers = [{"name": name, "width_before": size, "width_after": widths.get(name, size)}
-              for name, size in state.original.items()]
+    rolled_back = any(not s.get("accepted") and s.get("reason") != "nothing to remove" for s in state.steps)
+    layers = layer_entries(graph, widths, settings, config, rolled_back=rolled_back)
     report = {
         "metric": task.metric_name,
         "reference_val": state.reference,
@@ -325,6 +326,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         "finetune": _finetune_summary(config, state.steps),
         "layers": layers,
         "fixed_layers": state.fixed,
+        "frozen_modules": dict(graph.frozen_modules),
         "config": config.to_dict(),
     }
     return PruneResult(work, state.plan, report)

@@ -47,7 +47,8 @@ def analyse_sensitivity(model: nn.Module, task, config: PruneConfig | None = Non
     if hasattr(task, "bind"):
         task.bind(work)
     adapter = adapter_for(work)
-    graph = adapter.discover(work, task.example_input(), ignore=config.ignore)
+    graph = adapter.discover(work, task.example_input(), ignore=config.ignore,
+                            ignore_untraceable=config.ignore_untraceable)
     if not graph.groups:
         raise NoPrunableLayerError("the model has no prunable layer")
     settings = resolve_policies(graph, config)

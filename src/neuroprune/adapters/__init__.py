@@ -30,8 +30,9 @@ class ModelAdapter:
     def matches(self, model: nn.Module) -> bool:
         return True
 
-    def discover(self, model: nn.Module, example_inputs: Any, ignore: Iterable[str] = ()) -> DependencyGraph:
-        return discover(model, example_inputs, ignore=ignore)
+    def discover(self, model: nn.Module, example_inputs: Any, ignore: Iterable[str] = (), *,
+                 ignore_untraceable: bool = False) -> DependencyGraph:
+        return discover(model, example_inputs, ignore=ignore, ignore_untraceable=ignore_untraceable)
 
     def after_surgery(self, model: nn.Module) -> None:
         """Bring attributes and configuration in line with the new tensor shapes."""

@@ -82,9 +82,12 @@ class HFAdapter(ModelAdapter):
     def matches(self, model: nn.Module) -> bool:
         return isinstance(model, PreTrainedModel)
 
-    def discover(self, model: nn.Module, example_inputs: Any = None, ignore: Iterable[str] = ()) -> DependencyGraph:
+    def discover(self, model: nn.Module, example_inputs: Any = None, ignore: Iterable[str] = (), *,
+                 ignore_untraceable: bool = False) -> DependencyGraph:
         """Head and FFN groups of every block; ``ignore`` holds module paths (a block path ignores
-        both of its groups) or shell patterns on group names, e.g. ``"*:heads"`` for FFN only."""
+        both of its groups) or shell patterns on group names, e.g. ``"*:heads"`` for FFN only.
+        ``ignore_untraceable`` has nothing to do here (nothing is traced); it is accepted so every
+        adapter takes the same arguments."""
         blocks = find_blocks(model)
         if not blocks:
             raise UnsupportedModuleError(f"{type(model).__name__}: no transformer block the hf adapter knows; "

@@ -209,6 +209,9 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rank-weights", help="rank criterion: comma-separated weights of the members")
     group.add_argument("--ignore", action="append", default=[], metavar="MODULE", help="module path to leave unpruned (repeatable); hf models also take shell patterns on layer "
                        "names, e.g. '*:heads' (FFN neurons only) or '*.intermediate.dense' (heads only)")
+    group.add_argument("--ignore-untraceable", action="store_true",
+                       help="freeze modules that cannot be traced or followed (control flow on tensor values, an "
+                            "unknown layer or operation) instead of stopping; the report lists them and why")
     group.add_argument("--latency-runs", type=int, default=20)
     budget = parser.add_argument_group("budget (instead of --ratio: per-layer ratios are searched)")
     target = budget.add_mutually_exclusive_group()
@@ -336,7 +339,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         judge=args.judge, max_attempts=args.max_attempts, max_seconds=args.max_seconds,
         round_to=args.round_to, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
         reconstruct=args.reconstruct, activation_threshold=args.activation_threshold, ignore=tuple(args.ignore),
-        seed=args.seed, latency_runs=args.latency_runs, progress=not args.quiet,
+        ignore_untraceable=getattr(args, "ignore_untraceable", False), seed=args.seed, latency_runs=args.latency_runs, progress=not args.quiet,
         distill_weight=getattr(args, "distill", 0.0), distill_temperature=getattr(args, "distill_temperature", 4.0))
     if not getattr(args, "config", None):
         return PruneConfig(**settings)

@@ -55,9 +55,12 @@ class FlowContext:
 
     def freeze_all(self, flows: Any, reason: str) -> None:
         """Freeze every id found in a (possibly nested) flow structure."""
-        if isinstance(flows, dict):
-            for ids in flows.values():
-                self.freeze(ids, reason)
+        if isinstance(flows, dict):  # a flow dict (dim -> ids) or a dict of outputs (name -> flows)
+            for value in flows.values():
+                if isinstance(value, np.ndarray):
+                    self.freeze(value, reason)
+                else:
+                    self.freeze_all(value, reason)
         elif isinstance(flows, (tuple, list)):
             for item in flows:
                 self.freeze_all(item, reason)

@@ -10,7 +10,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import operator
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,13 @@ def _has_flows(structure: Any) -> bool:
     return False
 
 
+def _module_of(node: fx.Node) -> str | None:
+    """The module whose forward holds ``node`` (``None`` at top level); a second call of the
+    same module is recorded as ``path@1`` in fx's module stack."""
+    path = _node_path(node)
+    return None if path == "<top level>" else re.sub(r"@\d+$", "", path)
+
+
 def _node_path(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     paths = [p for p in stack if p]
@@ -58,9 +68,9 @@ def _node_path(node: fx.Node) -> str:
 class _FlowInterpreter(fx.Interpreter):
     """Runs the traced graph on real inputs and follows channel ids alongside."""
 
-    def __init__(self, module: fx.GraphModule, ctx: FlowContext, ignore: set[str]):
+    def __init__(self, module: fx.GraphModule, ctx: FlowContext, ignore: set[str], frozen: dict[str, str]):
         super().__init__(module)
-        self.ctx, self.ignore = ctx, ignore
+        self.ctx, self.ignore, self.frozen_modules = ctx, ignore | set(frozen), frozen
         self.flows: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -83,6 +93,8 @@ class _FlowInterpreter(fx.Interpreter):
         if not touched:
             return {} if isinstance(value, torch.Tensor) else None
         where = f"{_node_path(n)} ({n.op} {getattr(n.target, '__name__', n.target)})"
+        if _is_record(value) or _is_record(args[0] if args else None):
+            return _record_flows(self.ctx, where, n, args, kwargs, flows, kwarg_flows, value)
         rule = rule_for(n.op, n.target)
         if rule is None:
             if not isinstance(value, (torch.Tensor, tuple, list)):
@@ -91,15 +103,22 @@ class _FlowInterpreter(fx.Interpreter):
                 f"{where}: operation {getattr(n.target, '__name__', n.target)!r} on prunable channels is not "
                 f"supported. Supported layers: {', '.join(supported_layer_names())}; plus elementwise, "
                 "broadcasting, concatenation, chunk, reshaping, pooling and reductions. Pass "
-                f"ignore=[{_node_path(n)!r}] to leave that module alone")
-        return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+                f"ignore=[{_node_path(n)!r}] to leave that module alone",
+                module=_module_of(n))
+        try:
+            return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+        except UnsupportedModuleError as error:
+            if error.module is None and _module_of(n) is not None:
+                raise UnsupportedModuleError(str(error), module=_module_of(n)) from error
+            raise
 
     def _module_flows(self, n, args, kwargs, flows, kwarg_flows, value):
         path = n.target
         module = self.module.get_submodule(path)
         touched = _has_flows(flows) or _has_flows(kwarg_flows)
         if path in self.ignore:
-            self.ctx.freeze_all((flows, kwarg_flows), f"{path}: ignored")
+            why = f"frozen, {self.frozen_modules[path]}" if path in self.frozen_modules else "ignored"
+            self.ctx.freeze_all((flows, kwarg_flows), f"{path}: {why}")
             return _empty_like(value)
         handler = handler_for(module)
         if handler is None:
@@ -107,9 +126,68 @@ class _FlowInterpreter(fx.Interpreter):
                 return _empty_like(value)
             raise UnsupportedModuleError(
                 f"{path}: layer type {type(module).__name__} is not supported; supported: "
-                f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone")
+                f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone", module=path)
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
-        return handler.propagate(self.ctx, call)
+        try:
+            return handler.propagate(self.ctx, call)
+        except UnsupportedModuleError as error:
+            if error.module is None:
+                raise UnsupportedModuleError(str(error), module=path) from error
+            raise
+
+
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def _is_record(value: Any) -> bool:
+    """A dataclass instance, a named tuple or a mapping (a structured output, e.g. HF ``ModelOutput``)."""
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(value, Mapping) or \
+        _is_namedtuple(value)
+
+
+def _record_items(value: Any) -> dict:
+    if isinstance(value, Mapping):
+        return dict(value.items())
+    if _is_namedtuple(value):
+        return value._asdict()
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+
+
+def _record_flows(ctx: FlowContext, where: str, n: fx.Node, args, kwargs, flows, kwarg_flows, value) -> Any:
+    """Building a record (dataclass, ``ModelOutput``, dict) from tensors, or reading a field of one.
+
+    A record's flows are a dict of field name -> flows, found by matching each field to the
+    argument tensor it *is*; reading a field (``out.logits``, ``out["logits"]``) returns its flows.
+    Channels passed into anything else that returns a record are fixed.
+    """
+    if args and _is_record(args[0]) and len(args) > 1 and n.target in (getattr, operator.getitem):
+        record, key = flows[0], args[1]
+        if _is_namedtuple(args[0]) and isinstance(record, tuple):
+            if isinstance(key, str) and key in type(args[0])._fields:
+                return record[type(args[0])._fields.index(key)]
+            if isinstance(key, int):
+                return record[key]
+        if isinstance(record, dict) and isinstance(key, str):
+            return record.get(key, _empty_like(value))
+    if not _is_record(value):
+        ctx.freeze_all((flows, kwarg_flows), f"{where}: channels read from a record by an unknown operation")
+        return _empty_like(value)
+    sources = [(a, f) for a, f in zip(args, flows)] + [(kwargs[k], f) for k, f in kwarg_flows.items()]
+    by_identity = {id(a): f for a, f in sources if isinstance(a, torch.Tensor) and f}
+    result, used = {}, set()
+    for name, field_value in _record_items(value).items():
+        if isinstance(field_value, torch.Tensor) and id(field_value) in by_identity:
+            result[name] = by_identity[id(field_value)]
+            used.add(id(field_value))
+        elif _is_record(field_value):
+            result[name] = None
+        else:
+            result[name] = _empty_like(field_value)
+    for a, f in sources:
+        if id(a) not in used:
+            ctx.freeze_all(f, f"{where}: channels passed into a record that does not hold them as they are")
+    return tuple(result.values()) if _is_namedtuple(value) else result
 
 
 def _empty_like(value: Any) -> Any:
@@ -224,13 +302,19 @@ def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     return DependencyGraph(groups, fixed, module_types, axis_sizes)
 
 
-def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()) -> DependencyGraph:
+def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
+             ignore_untraceable: bool = False) -> DependencyGraph:
     """Find which neurons of ``model`` can be removed and what each removal touches.
 
     Args:
         model: any ``nn.Module`` traceable by torch.fx (see :mod:`neuroprune.graph.trace`).
         example_inputs: one input batch (a tensor, or a tuple of positional inputs).
         ignore: module paths to leave alone; they become opaque and their channels fixed.
+        ignore_untraceable: instead of raising :class:`UnsupportedModuleError` for a module
+            that cannot be traced or followed (value-dependent control flow, an unknown layer
+            or operation on prunable channels), freeze that module as if it were ignored and go
+            on; :attr:`DependencyGraph.frozen_modules` says which and why. A problem in the
+            model's own forward (not in a submodule) still raises.
 
     The model's parameters, buffers and train/eval modes are left as they were.
     """
@@ -239,13 +323,35 @@ def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (
     if unknown:
         raise UnsupportedModuleError(f"ignore names modules the model does not have: {', '.join(unknown)}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    graph_module = trace_model(model, ignore)
+    frozen: dict[str, str] = {}
+    while True:
+        try:
+            graph = _discover_once(model, inputs, ignore, frozen)
+        except UnsupportedModuleError as error:
+            path = error.module
+            if not ignore_untraceable or path is None or path in ignore or path in frozen:
+                raise
+            frozen[path] = _short_reason(error)
+            continue
+        graph.frozen_modules = dict(frozen)
+        return graph
+
+
+def _short_reason(error: UnsupportedModuleError) -> str:
+    """The first sentence of an error, for the report ("cannot trace …: TraceError: …")."""
+    text = str(error).splitlines()[0]
+    cut = text.find(". ")
+    return text if cut < 0 else text[:cut]
+
+
+def _discover_once(model: nn.Module, inputs: tuple, ignore: set[str], frozen: dict[str, str]) -> DependencyGraph:
+    graph_module = trace_model(model, ignore | set(frozen))
     modes = {name: m.training for name, m in model.named_modules()}
     ctx = FlowContext()
     try:
         model.eval()
         with torch.no_grad():
-            _FlowInterpreter(graph_module, ctx, ignore).run(*inputs)
+            _FlowInterpreter(graph_module, ctx, ignore, frozen).run(*inputs)
     finally:
         for name, m in model.named_modules():
             m.training = modes[name]

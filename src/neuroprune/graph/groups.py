@@ -60,6 +60,8 @@ class DependencyGraph:
     frozen: dict[str, list[str]]
     module_types: dict[str, str]
     axis_sizes: dict[str, dict[str, int]]
+    #: modules frozen by ``ignore_untraceable`` -> why they could not be followed
+    frozen_modules: dict[str, str] = field(default_factory=dict)
 
     def group(self, name: str) -> Group:
         for group in self.groups:

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..errors import UnsupportedModuleError
 from ..surgery.registry import handler_for
+from .torch_blocks import traceable_forward
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -38,9 +39,18 @@ class PruningTracer(fx.Tracer):
             return True
         if handler_for(m) is not None:
             return True
+        if traceable_forward(m) is not None:
+            return False
         if isinstance(m, _CONTAINERS):
             return False
         return type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        """Torch's transformer blocks are traced through their plain (non-fused) computation."""
+        plain = traceable_forward(m)
+        if plain is not None and not self.is_leaf_module(m, self.path_of_module(m)):
+            forward = plain
+        return super().call_module(m, forward, args, kwargs)
 
 
 def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
@@ -60,7 +70,7 @@ def trace_model(model: nn.Module, ignore: Iterable[str] = ()) -> fx.GraphModule:
         hint = f"pass ignore=[{path!r}] to leave it unpruned" if path else "make the forward traceable by torch.fx"
         raise UnsupportedModuleError(
             f"cannot trace {where}: {type(error).__name__}: {error}. Control flow that depends on "
-            f"tensor values cannot be followed; {hint}") from error
+            f"tensor values cannot be followed; {hint}", module=path) from error
     try:
         return fx.GraphModule(model, graph, class_name=type(model).__name__)
     except SyntaxError as error:  # names fx cannot turn into Python code

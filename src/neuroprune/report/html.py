@@ -87,6 +87,9 @@ def render_html(report: dict[str, Any]) -> str:
         _section("Summary", _summary_table(before, after, metric), _target_part(report.get("target"))),
         _section("Layer widths", images.get("widths", ""), _layers_table(report.get("layers") or [])),
         _section("Fixed layers", _fixed_table(report.get("fixed_layers") or {})),
+        *([_section("Frozen modules", _table(["module", "why it could not be followed"],
+                                             [[str(k), _reasons(v)] for k, v in report["frozen_modules"].items()],
+                                             "ll"))] if report.get("frozen_modules") else []),
         _section("Pruning steps", _steps_lead(report, metric), images.get("steps", ""),
                  _steps_table(report.get("steps") or [], metric)),
     ]
@@ -182,8 +185,8 @@ def _layers_table(layers: Sequence[dict[str, Any]]) -> str:
         width_before, width_after = layer["width_before"], layer["width_after"]
         kept = width_after / width_before if width_before else None
         rows.append([str(layer["name"]), str(width_before), str(width_after),
-                     format_fraction(kept), _bar(kept)])
-    return _table(["layer", "before", "after", "kept", ""], rows, "lrrrl")
+                     format_fraction(kept), _bar(kept), "; ".join(layer.get("kept_because") or [])])
+    return _table(["layer", "before", "after", "kept", "", "kept because"], rows, "lrrrll")
 
 
 def _fixed_table(fixed: dict[str, Any]) -> str:

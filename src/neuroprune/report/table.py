@@ -64,6 +64,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report.get("generation"):
         sections.append(_generation_section(report["generation"]))
+    if report.get("fixed_layers"):
+        sections.append(_reasons_section("Fixed layers (nothing removable)", report["fixed_layers"]))
+    if report.get("frozen_modules"):
+        sections.append(_reasons_section("Frozen modules (--ignore-untraceable)", report["frozen_modules"]))
     if report.get("config"):
         sections.append(_config_section(report["config"]))
     return "\n\n".join(sections) + "\n"
@@ -177,8 +181,9 @@ def _layers_section(layers: Sequence[dict[str, Any]]) -> str:
             f"{width_before} -> {width_after}",
             _bar(width_before, width_after),
             format_fraction(width_after / width_before if width_before else None),
+            "; ".join(layer.get("kept_because") or []),
         ])
-    table = _render_table(["layer", "width", "", "kept"], rows, "lrlr")
+    table = _render_table(["layer", "width", "", "kept", "kept because"], rows, "lrlrl")
     return "Layer widths\n" + table
 
 
@@ -193,6 +198,13 @@ def _generation_section(generation: dict[str, Any]) -> str:
             for key in speed_before if key in speed_after]
     table = _render_table(["", "before", "after", "change"], rows, "lrrl") if rows else ""
     return "Generation (greedy)\n" + "\n".join(lines) + ("\n" + table if table else "")
+
+
+def _reasons_section(title: str, reasons: dict[str, Any]) -> str:
+    """One line per name with its reasons (a list or one string)."""
+    rows = [[str(name), "; ".join(why) if isinstance(why, (list, tuple)) else str(why)]
+            for name, why in reasons.items()]
+    return title + "\n" + _render_table(["module", "why"], rows, "ll")
 
 
 def _config_section(config: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import PlanError
+from .attention import leave_nested_fast_path
 from .registry import handler_for
 
 Keep = dict[str, dict[str, torch.Tensor]]
@@ -74,6 +75,7 @@ def apply_keep(model: nn.Module, keep: Keep, *, inplace: bool = False) -> nn.Mod
             new = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
             if new is not module:
                 set_submodule(work, path, new)
+        leave_nested_fast_path(work)
         return work
     # build every pruned layer from a copy first, so a failure leaves the model as it was
     pruned = {}
@@ -82,4 +84,5 @@ def apply_keep(model: nn.Module, keep: Keep, *, inplace: bool = False) -> nn.Mod
         pruned[path] = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
     for path, module in pruned.items():
         set_submodule(model, path, module)
+    leave_nested_fast_path(model)
     return model

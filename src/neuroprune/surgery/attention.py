@@ -257,3 +257,17 @@ class AttentionHandler(ModuleHandler):
         for name, param in new.named_parameters():
             param.requires_grad_(module.get_parameter(name).requires_grad if name != "in_proj_weight" or packed else True)
         return new
+
+
+def leave_nested_fast_path(model: nn.Module) -> None:
+    """Turn off ``nn.TransformerEncoder``'s nested-tensor path where its first layer lost heads.
+
+    The encoder decides at construction to pack padded batches into nested tensors, which only
+    the fused layer kernel reads; a :class:`HeadPrunedMultiheadAttention` takes padded tensors.
+    Outputs at padded positions then hold values instead of zeros (they are padding either way).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoder) and len(module.layers) and \
+                isinstance(getattr(module.layers[0], "self_attn", None), HeadPrunedMultiheadAttention):
+            module.use_nested_tensor = False
+
