@@ -92,7 +92,10 @@ class _FlowInterpreter(fx.Interpreter):
                 f"supported. Supported layers: {', '.join(supported_layer_names())}; plus elementwise, "
                 "broadcasting, concatenation, chunk, reshaping, pooling and reductions. Pass "
                 f"ignore=[{_node_path(n)!r}] to leave that module alone")
-        return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+        if not getattr(rule, "grid_aware", False):
+            flows, kwarg_flows = self.ctx.freeze_grids((flows, kwarg_flows), f"{where}: a channel split across dimensions")
+        return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value,
+                                     path=_node_path(n)))
 
     def _module_flows(self, n, args, kwargs, flows, kwarg_flows, value):
         path = n.target
@@ -108,6 +111,8 @@ class _FlowInterpreter(fx.Interpreter):
             raise UnsupportedModuleError(
                 f"{path}: layer type {type(module).__name__} is not supported; supported: "
                 f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone")
+        if not handler.grid_aware:
+            flows, kwarg_flows = self.ctx.freeze_grids((flows, kwarg_flows), f"{path}: a channel split across dimensions")
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
         return handler.propagate(self.ctx, call)
 
@@ -242,6 +247,7 @@ def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (
     graph_module = trace_model(model, ignore)
     modes = {name: m.training for name, m in model.named_modules()}
     ctx = FlowContext()
+    ctx.model = model
     try:
         model.eval()
         with torch.no_grad():
