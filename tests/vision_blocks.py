@@ -185,3 +185,58 @@ class TinyShuffleNet(nn.Module):
     def forward(self, x):
         x = self.conv5(self.stage(self.conv1(x)))
         return self.fc(x.mean([2, 3]))
+
+
+def stochastic_depth(input: torch.Tensor, p: float, mode: str, training: bool = True) -> torch.Tensor:
+    """torchvision's ``stochastic_depth`` (wrapped for torch.fx as torchvision does)."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"drop probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    survival_rate = 1.0 - p
+    size = [input.shape[0]] + [1] * (input.ndim - 1) if mode == "row" else [1] * input.ndim
+    noise = torch.empty(size, dtype=input.dtype, device=input.device).bernoulli_(survival_rate)
+    if survival_rate > 0.0:
+        noise.div_(survival_rate)
+    return input * noise
+
+
+# met by discovery under torchvision's own name, so the rule for the real function applies
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+torch.fx.wrap("stochastic_depth")
+
+
+def window_attention(input, qkv_weight, proj_weight, num_heads: int, qkv_bias=None, proj_bias=None):
+    """The head logic of torchvision's ``shifted_window_attention`` (one window, no shift): a
+    function that receives its weights, wrapped for torch.fx."""
+    B, N, C = input.shape
+    qkv = F.linear(input, qkv_weight, qkv_bias).reshape(B, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * (C // num_heads) ** -0.5).matmul(k.transpose(-2, -1)).softmax(dim=-1)
+    return F.linear(attn.matmul(v).transpose(1, 2).reshape(B, N, C), proj_weight, proj_bias)
+
+
+torch.fx.wrap("window_attention")
+
+
+class SwinStyleAttention(nn.Module):
+    """torchvision ``ShiftedWindowAttention``: owns ``qkv``/``proj`` but passes their weights to a function."""
+
+    def __init__(self, dim, num_heads=2):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return window_attention(x, self.qkv.weight, self.proj.weight, self.num_heads, self.qkv.bias, self.proj.bias)
+
+
+class StochasticDepthBlock(nn.Module):
+    """A residual MLP block behind torchvision's ``stochastic_depth`` (as in EfficientNet/Swin)."""
+
+    def __init__(self, dim, hidden, p=0.2):
+        super().__init__()
+        self.p, self.mlp = p, Mlp(dim, hidden)
+
+    def forward(self, x):
+        return x + stochastic_depth(self.mlp(x), self.p, "row", self.training)

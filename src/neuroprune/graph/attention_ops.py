@@ -47,11 +47,9 @@ def _grid(ids: np.ndarray, shape, dims: tuple[int, ...]) -> np.ndarray:
 
 def collapse_heads(ctx: FlowContext, grid: np.ndarray, axis: int) -> np.ndarray:
     """Couple every id of each slice along ``axis`` (one head); return one id per head."""
-    per_head = np.moveaxis(grid, axis, 0).reshape(grid.shape[axis], -1)
-    if per_head.shape[1] > 1:
-        first = np.repeat(per_head[:, :1], per_head.shape[1] - 1, axis=1)
-        ctx.couple(first, per_head[:, 1:])
-    return per_head[:, 0].copy()
+    ctx._couple_along_others(grid, axis)
+    ctx.settle(grid)
+    return np.moveaxis(grid, axis, 0).reshape(grid.shape[axis], -1)[:, 0].copy()
 
 
 def bind_heads(ctx: FlowContext, call, heads: np.ndarray) -> None:
@@ -110,7 +108,7 @@ def _product_flows(ctx: FlowContext, call, a: tuple[tuple, dict], b: tuple[tuple
                     carried[make_key(mapped)] = ids
             else:
                 heads = collapse_heads(ctx, _grid(ids, shape, dims), batch[0])
-                split = split or len(dims) > 1
+                split = True  # channels on a batch dimension of a product are heads
                 heads_at.setdefault(mapped[batch[0]], []).append((index, heads))
                 if not contracted and len(dims) > 1:
                     carried[make_key(mapped)] = ids

@@ -31,6 +31,10 @@ from ..errors import UnsupportedModuleError
 Flows = dict  # tensor dimension (or tuple of dimensions) -> np.ndarray of channel ids along it
 
 
+def _moved(grid: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(grid, axis, 0).reshape(grid.shape[axis], -1)
+
+
 def key_dims(key: int | tuple[int, ...]) -> tuple[int, ...]:
     """The dimensions of a flow key: ``2 -> (2,)``, ``(1, 3) -> (1, 3)``."""
     return key if isinstance(key, tuple) else (key,)
@@ -54,6 +58,10 @@ class FlowContext:
         self.producers: list[tuple[str, str]] = []
         #: the model being traced (rules that need a module look it up here); set by discovery
         self.model: Any = None
+        #: ids of grids whose units are whole slices (heads, shuffle positions): safe to merge
+        self.settled: list[np.ndarray] = []
+        #: channels split across dimensions: (ids, where); unsettled ones are fixed at the end
+        self.splits: list[tuple[np.ndarray, str]] = []
 
     # --- ids -------------------------------------------------------------------------------
     def new_ids(self, n: int) -> np.ndarray:
@@ -117,6 +125,12 @@ class FlowContext:
         else:
             self.axes[key] = np.asarray(ids)
 
+    def _couple_along_others(self, grid: np.ndarray, axis: int) -> None:
+        """Couple the ids at each position along ``axis`` across all other axes of ``grid``."""
+        per_position = _moved(grid, axis)
+        if per_position.shape[1] > 1:
+            self.couple(np.repeat(per_position[:, :1], per_position.shape[1] - 1, axis=1), per_position[:, 1:])
+
     # --- common flow rules -----------------------------------------------------------------
     def spatial(self, where: str, flows: Flows) -> Flows:
         """Pooling-like operations: batch and channel dimensions pass, later ones are mixed."""
@@ -128,7 +142,24 @@ class FlowContext:
                 self.freeze(ids, f"{where}: channels along a pooled dimension")
         return out
 
-    def rearrange(self, where: str, fn, value: torch.Tensor, flows: Flows, output: Any) -> Flows:
+    def settle(self, ids: np.ndarray) -> None:
+        """Mark a grid's ids as grouped into whole units, so merging the grid back is safe."""
+        self.settled.append(np.asarray(ids).ravel())
+
+    def _is_settled(self, ids: np.ndarray) -> bool:
+        return bool(self.settled) and bool(np.isin(np.asarray(ids).ravel(), np.concatenate(self.settled)).all())
+
+    def freeze_unsettled_splits(self) -> None:
+        """Fix the channels of every split that no head or shuffle rule made whole units of:
+        the code's reshape sizes would not follow their removal."""
+        done = np.concatenate(self.settled) if self.settled else np.zeros(0, dtype=np.int64)
+        for ids, where in self.splits:
+            loose = ids[~np.isin(ids, done)]
+            if len(loose):
+                self.freeze(loose, f"{where}: channels split across dimensions that are not attention heads")
+
+    def rearrange(self, where: str, fn, value: torch.Tensor, flows: Flows, output: Any,
+                  sizes: list[str] | None = None) -> Flows:
         """Follow channels through a pure re-indexing (view, flatten, permute, indexing, …).
 
         Runs ``fn`` on a probe tensor holding each element's position among the channels of a
@@ -136,6 +167,14 @@ class FlowContext:
         the channels) are frozen. Channels that land on several output dimensions become a grid
         (a head split, a channel-shuffle view); grids that land on one dimension become a plain
         flow again (the head merge).
+
+        ``sizes`` says, for a view/reshape, how the code gives each output size: ``"number"``,
+        ``"shape"`` (computed from a shape, like ``C // groups``) or ``"infer"`` (``-1``). A channel
+        dimension whose new size is a number would not follow pruning: it is fixed. A split with
+        exactly one size read from a shape keeps that size free, so its units are the positions
+        along it: the channels at one position are coupled across the other dimensions (a channel
+        shuffle). Other splits must become attention heads (:mod:`neuroprune.graph.attention_ops`)
+        or are fixed at the end; a grid is merged back only once its units are whole slices.
         """
         if not isinstance(output, torch.Tensor):
             self.freeze_all(flows, f"{where}: re-indexing to a non-tensor")
@@ -174,6 +213,20 @@ class FlowContext:
                     if other in out:
                         self.freeze(out.pop(other), f"{where}: two channel dimensions merged")
                 continue
+            if len(dims) > 1 and len(varying) == 1 and not self._is_settled(ids):
+                self.freeze(ids, f"{where}: a split of the channels merged back with sizes fixed in the code")
+                continue
+            if len(dims) == 1 and len(varying) == 1 and sizes is not None and sizes[varying[0]] == "number":
+                self.freeze(ids, f"{where}: the channel dimension's size is written as a number, which would "
+                                 "not follow pruning (use -1 or a size read from the tensor)")
+                continue
+            if len(dims) == 1 and len(varying) > 1:
+                free = [i for i, a in enumerate(varying) if sizes is not None and sizes[a] == "shape"]
+                if len(free) == 1:
+                    self._couple_along_others(landed_grid, free[0])
+                    self.settle(landed_grid)
+                else:
+                    self.splits.append((np.asarray(landed_grid).ravel(), where))
             new_key = make_key(varying)
             for a in varying:
                 used[a] = new_key

@@ -95,7 +95,7 @@ class _FlowInterpreter(fx.Interpreter):
         if not getattr(rule, "grid_aware", False):
             flows, kwarg_flows = self.ctx.freeze_grids((flows, kwarg_flows), f"{where}: a channel split across dimensions")
         return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value,
-                                     path=_node_path(n)))
+                                     path=_node_path(n), node=n))
 
     def _module_flows(self, n, args, kwargs, flows, kwarg_flows, value):
         path = n.target
@@ -180,6 +180,7 @@ def _unit_order(ctx: FlowContext, unit: np.ndarray):
 
 def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     """Turn ids, couplings and frozen ids into :class:`Group` objects."""
+    ctx.freeze_unsettled_splits()
     unit = _components(ctx)
     paths = {path for path, _ in ctx.axes}
     for path in _shared_parameter_paths(model, paths):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx
 import torch.nn.functional as F
 
 from ..errors import ConfigError
@@ -31,8 +32,8 @@ class OpCall:
     """A function or method call: its target, real arguments, their flows and the output."""
 
     def __init__(self, where: str, kind: str, target: Any, args: tuple, kwargs: dict, flows: tuple,
-                 kwarg_flows: dict, output: Any, path: str = ""):
-        self.where, self.kind, self.target, self.path = where, kind, target, path
+                 kwarg_flows: dict, output: Any, path: str = "", node: Any = None):
+        self.where, self.kind, self.target, self.path, self.node = where, kind, target, path, node
         self.args, self.kwargs, self.flows, self.kwarg_flows, self.output = args, kwargs, flows, kwarg_flows, output
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
@@ -166,7 +167,19 @@ def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
         fn = lambda probe: getattr(probe, call.args[1])  # noqa: E731
     else:
         fn = lambda probe: call.run(probe, *call.args[1:])  # noqa: E731
-    return ctx.rearrange(call.where, fn, value, flows, call.output)
+    return ctx.rearrange(call.where, fn, value, flows, call.output, _size_kinds(call))
+
+
+def _size_kinds(call: OpCall) -> list[str] | None:
+    """For a view/reshape: how the code gives each output size ("number", "shape", "infer")."""
+    if call.node is None or call.target not in ("view", "reshape", torch.reshape):
+        return None
+    sizes = list(call.node.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    if len(sizes) != call.output.dim() or any(not isinstance(s, (int, torch.fx.Node)) for s in sizes):
+        return None
+    return ["shape" if isinstance(s, torch.fx.Node) else "infer" if s == -1 else "number" for s in sizes]
 
 
 @grid_aware
