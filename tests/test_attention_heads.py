@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from models import count_params, toy_data
 from vision_blocks import (
+    MaxViTStyleAttention,
     Mlp,
     SeparateQKVAttention,
     StochasticDepthBlock,
@@ -243,3 +244,28 @@ def test_stochastic_depth_and_drop_path_keep_channels(training):
     assert model.training is training
     vit_model = vit("timm-sdpa").train(training)  # DropPath(0.1) traced through: new_empty, bernoulli_, mul
     assert "blocks.0.mlp.fc1" in {g.name for g in discover(vit_model, torch.randn(2, 3, 8, 8)).groups}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_einsum_attention_as_in_maxvit(bias, tmp_path):
+    def build(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(3, 16), MaxViTStyleAttention(16, 4, 5, bias=bias), nn.Linear(16, 2)).eval()
+
+    model, x = build(), torch.randn(2, 3, 5, 3)
+    graph = discover(model, x)
+    if bias:  # a per-head bias added to the scores is a tensor the heads cannot follow
+        assert "1.to_qkv" not in {g.name for g in graph.groups}
+        assert any("fixed tensor" in r for r in graph.frozen["1.to_qkv"])
+        return
+    assert graph.group("1.to_qkv").size == 4
+    keep = graph.keep_indices({"1.to_qkv": np.array([0, 3])})
+    with torch.no_grad():
+        with apply_masks(model, keep):
+            masked = model(x)
+        pruned = apply_keep(model, keep)
+        torch.testing.assert_close(pruned(x), masked, rtol=1e-5, atol=1e-6)
+    assert pruned[1].n_heads == 2 and "forward" in pruned[1].__dict__  # D from x.size() merged with -1
+    plan = PruningPlan().compose(keep, graph.module_types, graph.axis_sizes)
+    save(tmp_path / "out", pruned, plan)
+    assert torch.equal(load(tmp_path / "out", functools.partial(build, 1))(x), pruned(x))

@@ -240,3 +240,32 @@ class StochasticDepthBlock(nn.Module):
 
     def forward(self, x):
         return x + stochastic_depth(self.mlp(x), self.p, "row", self.training)
+
+
+class MaxViTStyleAttention(nn.Module):
+    """torchvision MaxViT's ``RelativePositionalMultiHeadAttention``: chunked qkv, einsum, merge
+    with the width read from ``x.size()``; ``bias=True`` adds its per-head positional bias."""
+
+    def __init__(self, feat_dim, head_dim, max_seq_len, bias=False):
+        super().__init__()
+        self.n_heads, self.head_dim = feat_dim // head_dim, head_dim
+        self.to_qkv = nn.Linear(feat_dim, self.n_heads * self.head_dim * 3)
+        self.scale_factor = feat_dim ** -0.5
+        self.merge = nn.Linear(self.head_dim * self.n_heads, feat_dim)
+        self.bias = nn.Parameter(torch.randn(1, self.n_heads, max_seq_len, max_seq_len) * 0.02) if bias else None
+
+    def forward(self, x):
+        B, G, P, D = x.size()
+        H, DH = self.n_heads, self.head_dim
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k * self.scale_factor
+        dot_prod = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k)
+        if self.bias is not None:
+            dot_prod = dot_prod + self.bias
+        dot_prod = F.softmax(dot_prod, dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", dot_prod, v)
+        out = out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D)
+        return self.merge(out)

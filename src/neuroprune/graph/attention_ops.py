@@ -80,43 +80,52 @@ def bind_heads(ctx: FlowContext, call, heads: np.ndarray) -> None:
     ctx.bind_axis(path, "heads", heads)
 
 
-def _product_flows(ctx: FlowContext, call, a: tuple[tuple, dict], b: tuple[tuple, dict], out_nd: int) -> dict:
-    """Flows of ``A @ B`` for A shaped ``(..., n, k)`` and B ``(..., k, m)`` (shapes, flows)."""
-    sides = []
-    for (shape, flows), contracted, free, free_out in ((a, len(a[0]) - 1, len(a[0]) - 2, out_nd - 2),
-                                                        (b, len(b[0]) - 2, len(b[0]) - 1, out_nd - 1)):
-        def to_out(d, shape=shape, contracted=contracted, free=free, free_out=free_out):
-            if d == contracted:
-                return None
-            return free_out if d == free else d + out_nd - len(shape)
-        sides.append((shape, flows, to_out))
+class _Side:
+    """One operand of a product: its shape, flows and where each of its dimensions goes."""
+
+    def __init__(self, shape: tuple, flows: dict, out_of: list[int | None]):
+        self.shape, self.flows, self.out_of = shape, flows, out_of
+
+    def size_at(self, out_dim: int) -> int:
+        """This operand's size along output dimension ``out_dim`` (1 where it has none)."""
+        return next((self.shape[d] for d, o in enumerate(self.out_of) if o == out_dim), 1)
+
+
+def _matmul_sides(a: tuple[tuple, dict], b: tuple[tuple, dict], out_nd: int) -> list[_Side]:
+    """``A @ B`` for A shaped ``(..., n, k)`` and B ``(..., k, m)``, broadcasting batch dims."""
+    (shape_a, flows_a), (shape_b, flows_b) = a, b
+    out_a = [d + out_nd - len(shape_a) for d in range(len(shape_a) - 2)] + [out_nd - 2, None]
+    out_b = [d + out_nd - len(shape_b) for d in range(len(shape_b) - 2)] + [None, out_nd - 1]
+    return [_Side(shape_a, flows_a, out_a), _Side(shape_b, flows_b, out_b)]
+
+
+def _product_flows(ctx: FlowContext, call, sides: list[_Side], batch_dims: set[int]) -> dict:
+    """Flows of a product: ``batch_dims`` are output dimensions every operand runs along (heads
+    live there); an operand dimension mapped to ``None`` is summed over."""
     heads_at: dict[int, list[tuple[int, np.ndarray]]] = {}
     carried: dict[Any, np.ndarray] = {}
-    split = False
-    for index, (shape, flows, to_out) in enumerate(sides):
-        for key, ids in flows.items():
+    for index, side in enumerate(sides):
+        for key, ids in side.flows.items():
             dims = key_dims(key)
-            mapped = [to_out(d) for d in dims]
-            batch = [i for i, d in enumerate(mapped) if d is not None and d < out_nd - 2]
+            mapped = [side.out_of[d] for d in dims]
+            batch = [i for i, d in enumerate(mapped) if d in batch_dims]
             contracted = None in mapped
             if len(batch) > 1:
-                ctx.freeze(ids, f"{call.where}: channels spread over several batch dimensions of a matrix product")
+                ctx.freeze(ids, f"{call.where}: channels spread over several batch dimensions of a product")
             elif not batch:
                 if contracted:
                     ctx.freeze(ids, f"{call.where}: channels summed over by a matrix product")
                 else:
                     carried[make_key(mapped)] = ids
             else:
-                heads = collapse_heads(ctx, _grid(ids, shape, dims), batch[0])
-                split = True  # channels on a batch dimension of a product are heads
+                heads = collapse_heads(ctx, _grid(ids, side.shape, dims), batch[0])
                 heads_at.setdefault(mapped[batch[0]], []).append((index, heads))
                 if not contracted and len(dims) > 1:
                     carried[make_key(mapped)] = ids
     result: dict[Any, np.ndarray] = {}
     for d, entries in heads_at.items():
         present = {i for i, _ in entries}
-        fixed = any(i not in present and d - (out_nd - len(shape)) >= 0 and shape[d - (out_nd - len(shape))] > 1
-                    for i, (shape, _, _) in enumerate(sides))
+        fixed = any(i not in present and side.size_at(d) > 1 for i, side in enumerate(sides))
         for _, other in entries[1:]:
             ctx.couple(entries[0][1], other)
         spanning = [k for k in carried if d in key_dims(k)]
@@ -125,8 +134,7 @@ def _product_flows(ctx: FlowContext, call, a: tuple[tuple, dict], b: tuple[tuple
             for k in spanning:
                 carried.pop(k)
             continue
-        if split:
-            bind_heads(ctx, call, entries[0][1])
+        bind_heads(ctx, call, entries[0][1])  # channels on a batch dimension of a product are heads
         if not spanning:
             result[d] = entries[0][1]
     result.update(carried)
@@ -141,10 +149,38 @@ def matmul_rule(ctx: FlowContext, call) -> Any:
         for flows in (flows_a, flows_b):
             ctx.freeze_all(flows, f"{call.where}: matrix product with a vector")
         return {} if isinstance(call.output, torch.Tensor) else None
-    return _product_flows(ctx, call, (tuple(a.shape), flows_a), (tuple(b.shape), flows_b), call.output.dim())
+    out_nd = call.output.dim()
+    sides = _matmul_sides((tuple(a.shape), flows_a), (tuple(b.shape), flows_b), out_nd)
+    return _product_flows(ctx, call, sides, set(range(out_nd - 2)))
 
 
 matmul_rule.grid_aware = True
+
+
+def einsum_rule(ctx: FlowContext, call) -> Any:
+    """``torch.einsum`` of two operands (as in torchvision MaxViT): letters in both operands and
+    the output are batch dimensions (heads), letters missing from the output are summed over."""
+    equation, operands = call.args[0], list(call.args[1:])
+    flows = list(call.flows[1:])
+    if len(operands) == 1 and isinstance(operands[0], (tuple, list)):
+        operands = list(operands[0])
+        flows = list(flows[0]) if flows and isinstance(flows[0], (tuple, list)) else [None] * len(operands)
+    equation = equation.replace(" ", "")
+    inputs, _, output = equation.partition("->")
+    terms = inputs.split(",")
+    simple = ("->" in equation and "." not in equation and len(terms) == 2 == len(operands)
+              and all(isinstance(t, torch.Tensor) and t.dim() == len(term) for t, term in zip(operands, terms)))
+    if not simple:
+        for f in flows:
+            ctx.freeze_all(f, f"{call.where}: einsum {equation!r} is not followed (two operands, explicit output)")
+        return {} if isinstance(call.output, torch.Tensor) else None
+    sides = [_Side(tuple(t.shape), _flows(f), [output.index(c) if c in output else None for c in term])
+             for t, f, term in zip(operands, flows, terms)]
+    batch = {output.index(c) for c in output if c in terms[0] and c in terms[1]}
+    return _product_flows(ctx, call, sides, batch)
+
+
+einsum_rule.grid_aware = True
 
 
 def _swap_last_two(flows: dict, shape: tuple) -> tuple[tuple, dict]:
@@ -177,7 +213,8 @@ def sdpa_rule(ctx: FlowContext, call) -> Any:
     k_shape, k_flows = _swap_last_two(flows[1], tuple(k.shape))
     batch = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
     scores_shape = batch + (q.shape[-2], k.shape[-2])
-    scores = _product_flows(ctx, call, (tuple(q.shape), flows[0]), (k_shape, k_flows), len(scores_shape))
+    scores = _product_flows(ctx, call, _matmul_sides((tuple(q.shape), flows[0]), (k_shape, k_flows), len(scores_shape)),
+                            set(range(len(scores_shape) - 2)))
     if isinstance(mask, torch.Tensor):
         ctx.freeze_all(flows[3], f"{call.where}: channels used as an attention mask")
         shift = len(scores_shape) - mask.dim()
@@ -186,7 +223,9 @@ def sdpa_rule(ctx: FlowContext, call) -> Any:
                 ctx.freeze(scores.pop(key), f"{call.where}: an attention mask that differs between heads")
     for key in [key for key in scores if len(scores_shape) - 1 in key_dims(key)]:
         ctx.freeze(scores.pop(key), f"{call.where}: values across the channels depend on each other")
-    return _product_flows(ctx, call, (scores_shape, scores), (tuple(v.shape), flows[2]), call.output.dim())
+    out_nd = call.output.dim()
+    return _product_flows(ctx, call, _matmul_sides((scores_shape, scores), (tuple(v.shape), flows[2]), out_nd),
+                          set(range(out_nd - 2)))
 
 
 sdpa_rule.grid_aware = True

@@ -22,7 +22,7 @@ import torch.fx
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .attention_ops import matmul_rule, opaque_attention_rule, sdpa_rule
+from .attention_ops import einsum_rule, matmul_rule, opaque_attention_rule, sdpa_rule
 from .context import FlowContext, key_dims, make_key
 
 Rule = Callable[..., Any]
@@ -334,7 +334,7 @@ FUNCTION_RULES.update({
     operator.getitem: getitem_rule, torch.chunk: split_rule, torch.split: split_rule,
     torch.unbind: unbind_rule, F.pad: pad_rule, torch.numel: shape_rule,
     torch.matmul: matmul_rule, operator.matmul: matmul_rule, torch.bmm: matmul_rule,
-    F.scaled_dot_product_attention: sdpa_rule,
+    F.scaled_dot_product_attention: sdpa_rule, torch.einsum: einsum_rule,
 })
 for _fn in (torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
             torch.randn_like, torch.randint_like):
