@@ -269,3 +269,28 @@ def test_einsum_attention_as_in_maxvit(bias, tmp_path):
     plan = PruningPlan().compose(keep, graph.module_types, graph.axis_sizes)
     save(tmp_path / "out", pruned, plan)
     assert torch.equal(load(tmp_path / "out", functools.partial(build, 1))(x), pruned(x))
+
+
+def test_merge_sized_by_the_input_width_fixes_that_width():
+    """reshape(B, N, C) with C read from the attention's input: pruning that input's channels
+    alone would break the merge, so they are fixed (the heads stay prunable)."""
+    model = nn.Sequential(nn.Linear(4, 16), TimmAttention(16, num_heads=4, merge="C"), nn.Linear(16, 2)).eval()
+    graph = discover(model, torch.randn(2, 3, 4))
+    assert [g.name for g in graph.groups] == ["1.qkv", "1.proj"]
+    assert any("read from the shape to size other channels" in r for r in graph.frozen["0"])
+    plain = nn.Sequential(nn.Linear(4, 16), TimmAttention(16, num_heads=4), nn.Linear(16, 2)).eval()
+    assert [g.name for g in discover(plain, torch.randn(2, 3, 4)).groups] == ["0", "1.qkv", "1.proj"]
+
+
+def test_roll_fixes_channels_along_rolled_dimensions_only():
+    class Shift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.roll(h, 1, dims=1)) + self.b(torch.roll(h, 2, dims=-1))
+
+    graph = discover(Shift(), torch.randn(2, 3, 4))
+    assert graph.groups == [] and any("channels rolled" in r for r in graph.frozen["a"])

@@ -62,6 +62,9 @@ class FlowContext:
         self.settled: list[np.ndarray] = []
         #: channels split across dimensions: (ids, where); unsettled ones are fixed at the end
         self.splits: list[tuple[np.ndarray, str]] = []
+        #: flows and tensor ranks of the traced graph's nodes so far (set by discovery)
+        self.node_flows: dict = {}
+        self.node_ndims: dict = {}
 
     # --- ids -------------------------------------------------------------------------------
     def new_ids(self, n: int) -> np.ndarray:

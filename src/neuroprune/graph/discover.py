@@ -62,9 +62,12 @@ class _FlowInterpreter(fx.Interpreter):
         super().__init__(module)
         self.ctx, self.ignore = ctx, ignore
         self.flows: dict[fx.Node, Any] = {}
+        ctx.node_flows, ctx.node_ndims = self.flows, {}  # for rules that look at where a size came from
 
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
+        if isinstance(value, torch.Tensor):
+            self.ctx.node_ndims[n] = value.dim()
         self.flows[n] = self._flows_for(n, value)
         return value
 

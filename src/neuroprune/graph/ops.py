@@ -167,7 +167,54 @@ def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
         fn = lambda probe: getattr(probe, call.args[1])  # noqa: E731
     else:
         fn = lambda probe: call.run(probe, *call.args[1:])  # noqa: E731
-    return ctx.rearrange(call.where, fn, value, flows, call.output, _size_kinds(call))
+    out = ctx.rearrange(call.where, fn, value, flows, call.output, _size_kinds(call))
+    _freeze_borrowed_widths(ctx, call, out)
+    return out
+
+
+_SIZE_ARITHMETIC = {operator.floordiv, operator.mul, operator.add, operator.sub, operator.truediv, int}
+
+
+def _shape_sources(node: Any, seen: set | None = None) -> list[tuple[Any, int]]:
+    """(tensor node, dimension) pairs an int computed in the graph was read from."""
+    seen = set() if seen is None else seen
+    if not isinstance(node, torch.fx.Node) or node in seen:
+        return []
+    seen.add(node)
+    if node.op == "call_method" and node.target == "size" and len(node.args) > 1:
+        return [(node.args[0], node.args[1])]
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
+        shape = node.args[0]
+        if isinstance(shape, torch.fx.Node) and (
+                (shape.op == "call_method" and shape.target == "size" and len(shape.args) == 1)
+                or (shape.op == "call_function" and shape.target is getattr and shape.args[1] == "shape")):
+            return [(shape.args[0], node.args[1])]
+    if node.op == "call_function" and node.target in _SIZE_ARITHMETIC:
+        return [source for arg in node.args for source in _shape_sources(arg, seen)]
+    return []
+
+
+def _freeze_borrowed_widths(ctx: FlowContext, call: OpCall, out: dict) -> None:
+    """A view/reshape that sizes its channel dimension with a width read from *another* tensor
+    (``reshape(B, N, C)`` with ``C`` from the attention's input) ties that width to these
+    channels; the other tensor's channels are fixed so the two never disagree."""
+    if call.node is None or call.target not in ("view", "reshape", torch.reshape) or not out:
+        return
+    sizes = list(call.node.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    for position, size in enumerate(sizes):
+        landing = [ids for key, ids in out.items() if position in key_dims(key)]
+        if not landing or not isinstance(size, torch.fx.Node):
+            continue
+        for source, dim in _shape_sources(size):
+            flows = ctx.node_flows.get(source)
+            if not isinstance(flows, dict) or source not in ctx.node_ndims:
+                continue
+            dim = dim % ctx.node_ndims[source]
+            for key, ids in flows.items():
+                if dim in key_dims(key) and set(np.asarray(ids).ravel()) != set(np.asarray(landing[0]).ravel()):
+                    ctx.freeze(ids, f"{call.where}: this width is read from the shape to size other channels")
 
 
 def _size_kinds(call: OpCall) -> list[str] | None:
@@ -276,6 +323,17 @@ def unbind_rule(ctx: FlowContext, call: OpCall) -> Any:
     return tuple(pieces)
 
 
+def roll_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """torch.roll: a cyclic shift; channels along the rolled dimensions are fixed."""
+    value, flows = call.args[0], dict(_flows_of(call.flows[0]))
+    dims = call.arg(2, "dims")
+    rolled = set(range(value.dim())) if dims is None else {
+        _dim(d, value.dim()) for d in (dims if isinstance(dims, (tuple, list)) else [dims])}
+    for key in [k for k in flows if rolled & set(key_dims(k))]:
+        ctx.freeze(flows.pop(key), f"{call.where}: channels rolled")
+    return flows
+
+
 def shape_rule(ctx: FlowContext, call: OpCall) -> Any:
     """``size()``, ``dim()``, ``numel()``, ``.shape``: reading a shape constrains no channel."""
     return None
@@ -334,7 +392,7 @@ FUNCTION_RULES.update({
     operator.getitem: getitem_rule, torch.chunk: split_rule, torch.split: split_rule,
     torch.unbind: unbind_rule, F.pad: pad_rule, torch.numel: shape_rule,
     torch.matmul: matmul_rule, operator.matmul: matmul_rule, torch.bmm: matmul_rule,
-    F.scaled_dot_product_attention: sdpa_rule, torch.einsum: einsum_rule,
+    F.scaled_dot_product_attention: sdpa_rule, torch.einsum: einsum_rule, torch.roll: roll_rule,
 })
 for _fn in (torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
             torch.randn_like, torch.randint_like):
@@ -359,6 +417,7 @@ for _names, _rule in (
     ("chunk split", split_rule),
     ("unbind", unbind_rule),
     ("size dim numel", shape_rule),
+    ("roll", roll_rule),
     ("new_empty new_zeros new_ones new_full new_tensor", new_tensor_rule),
     ("matmul bmm __matmul__", matmul_rule),
 ):
