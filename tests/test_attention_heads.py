@@ -119,27 +119,35 @@ def test_merge_with_width_read_from_the_input_gets_a_rewritten_forward():
     assert smaller.blocks[0].attn.num_heads == 1 and smaller(x).shape == (2, 3)
 
 
-def test_iterative_pruning_run_saves_and_reloads():
-    class Tokens(nn.Module):  # digits-like features as 3 tokens of 2 values
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(2, 16)
-            self.attn = TimmAttention(16, num_heads=4)
-            self.mlp = Mlp(16, 32)
-            self.head = nn.Linear(16, 3)
+class Tokens(nn.Module):
+    """toy_data's 6 features as 3 tokens of 2 values, through one attention and one MLP block."""
 
-        def forward(self, x):
-            h = self.embed(x.view(x.shape[0], 3, 2))
-            h = h + self.attn(h)
-            return self.head((h + self.mlp(h)).mean(1))
+    def __init__(self, merge="attn_dim"):
+        super().__init__()
+        self.embed = nn.Linear(2, 16)
+        self.attn = TimmAttention(16, num_heads=4, merge=merge)
+        self.mlp = Mlp(16, 32)
+        self.head = nn.Linear(16, 3)
 
+    def forward(self, x):
+        h = self.embed(x.view(x.shape[0], 3, 2))
+        h = h + self.attn(h)
+        return self.head((h + self.mlp(h)).mean(1))
+
+
+@pytest.mark.parametrize("merge,criterion", [("attn_dim", "magnitude"), ("C", "taylor")])
+def test_iterative_pruning_run_saves_and_reloads(merge, criterion, tmp_path):
     torch.manual_seed(0)
-    model = Tokens()
+    model = Tokens(merge)
     task = ClassificationTask(toy_data())
-    result = prune(model, task, PruneConfig(criterion="magnitude", ratio=0.5, steps=2, tolerance=1.0,
-                                            progress=False, latency_runs=1))
+    result = prune(model, task, PruneConfig(criterion=criterion, ratio=0.5, steps=2, tolerance=1.0, progress=False,
+                                            latency_runs=1, finetune_epochs=1, reconstruct=True))
     widths = {layer["name"]: (layer["width_before"], layer["width_after"]) for layer in result.report["layers"]}
-    assert widths["attn.qkv"] == (4, 2) and result.model.attn.num_heads == 2
+    assert widths["attn.qkv"] == (4, 2) and result.model.attn.num_heads == 2 and model.attn.num_heads == 4
+    result.save(tmp_path / "out", html=False)
+    x = task.data.x_test[:5]
+    with torch.no_grad():
+        assert torch.equal(load(tmp_path / "out", functools.partial(Tokens, merge))(x), result.model(x))
 
 
 settings_fast = settings(max_examples=25, deadline=None)
@@ -254,8 +262,10 @@ def test_einsum_attention_as_in_maxvit(bias, tmp_path):
 
     model, x = build(), torch.randn(2, 3, 5, 3)
     graph = discover(model, x)
+    # the merge is sized with D read from the input: the input width is tied to the heads' width
+    assert any("read from the shape to size other channels" in r for r in graph.frozen["0"])
     if bias:  # a per-head bias added to the scores is a tensor the heads cannot follow
-        assert "1.to_qkv" not in {g.name for g in graph.groups}
+        assert [g.name for g in graph.groups] == ["1.merge"]
         assert any("fixed tensor" in r for r in graph.frozen["1.to_qkv"])
         return
     assert graph.group("1.to_qkv").size == 4

@@ -110,6 +110,9 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
               example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None) -> nn.Module:
     """One step: score, select, then mask-validate-accept or roll back and retry with half."""
     graph = adapter.discover(work, example, ignore=config.ignore)
+    # a group that only appears after surgery (a width that a re-traced attention forward no
+    # longer ties, see neuroprune.surgery.heads) has no policy: it is left alone in this run
+    graph.groups = [g for g in graph.groups if g.name in state.original]
     fraction = step / config.steps
     target = None if config.ratio is None else config.ratio * fraction
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")

@@ -25,7 +25,7 @@ from ..surgery.base import ModuleCall
 from ..surgery.registry import handler_for, supported_layer_names
 from .context import FlowContext
 from .groups import DependencyGraph, Group, GroupMember
-from .ops import OpCall, rule_for
+from .ops import OpCall, note_untouched, rule_for
 from .trace import trace_model
 
 
@@ -84,6 +84,7 @@ class _FlowInterpreter(fx.Interpreter):
             return self._module_flows(n, args, kwargs, flows, kwarg_flows, value)
         touched = _has_flows(flows) or _has_flows(kwarg_flows)
         if not touched:
+            note_untouched(self.ctx, n, value)
             return {} if isinstance(value, torch.Tensor) else None
         where = f"{_node_path(n)} ({n.op} {getattr(n.target, '__name__', n.target)})"
         rule = rule_for(n.op, n.target)

@@ -160,6 +160,7 @@ def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
     """Views, reshapes, permutes, flatten, squeeze, indexing: followed with a probe."""
     value, flows = call.args[0], _flows_of(call.flows[0])
     if not flows:
+        _freeze_borrowed_widths(ctx, call, {})
         return {} if isinstance(call.output, torch.Tensor) else None
     if call.target is getattr and not isinstance(call.output, torch.Tensor):
         return None  # x.shape, x.ndim, x.dtype: reading a shape constrains no channel
@@ -194,26 +195,35 @@ def _shape_sources(node: Any, seen: set | None = None) -> list[tuple[Any, int]]:
     return []
 
 
+def note_untouched(ctx: FlowContext, node: Any, output: Any) -> None:
+    """A call no prunable channel reaches may still size itself with a prunable width."""
+    if node.target in ("view", "reshape", torch.reshape):
+        path = next(reversed(node.meta.get("nn_module_stack") or {"<top level>": None}))
+        call = OpCall(f"{path} ({node.op} {node.target})", node.op, node.target, tuple(node.args),
+                      dict(node.kwargs), (), {}, output, node=node)
+        _freeze_borrowed_widths(ctx, call, {})
+
+
 def _freeze_borrowed_widths(ctx: FlowContext, call: OpCall, out: dict) -> None:
     """A view/reshape that sizes its channel dimension with a width read from *another* tensor
     (``reshape(B, N, C)`` with ``C`` from the attention's input) ties that width to these
     channels; the other tensor's channels are fixed so the two never disagree."""
-    if call.node is None or call.target not in ("view", "reshape", torch.reshape) or not out:
+    if call.node is None or call.target not in ("view", "reshape", torch.reshape):
         return
     sizes = list(call.node.args[1:])
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = list(sizes[0])
     for position, size in enumerate(sizes):
-        landing = [ids for key, ids in out.items() if position in key_dims(key)]
-        if not landing or not isinstance(size, torch.fx.Node):
+        if not isinstance(size, torch.fx.Node):
             continue
+        landing = [set(np.asarray(ids).ravel()) for key, ids in out.items() if position in key_dims(key)]
         for source, dim in _shape_sources(size):
             flows = ctx.node_flows.get(source)
             if not isinstance(flows, dict) or source not in ctx.node_ndims:
                 continue
             dim = dim % ctx.node_ndims[source]
             for key, ids in flows.items():
-                if dim in key_dims(key) and set(np.asarray(ids).ravel()) != set(np.asarray(landing[0]).ravel()):
+                if dim in key_dims(key) and (not landing or set(np.asarray(ids).ravel()) != landing[0]):
                     ctx.freeze(ids, f"{call.where}: this width is read from the shape to size other channels")
 
 
