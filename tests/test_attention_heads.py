@@ -81,6 +81,7 @@ def test_masked_equals_pruned_params_drop_and_reload_exact(kind, tmp_path):
     x = torch.randn(3, 3, 8, 8)
     graph = discover(model, x)
     keep = graph.keep_indices(half_of_every_group(graph))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         reference = model(x)
         with apply_masks(model, keep):
@@ -88,6 +89,7 @@ def test_masked_equals_pruned_params_drop_and_reload_exact(kind, tmp_path):
         pruned = apply_keep(model, keep)
         out = pruned(x)
     torch.testing.assert_close(masked, out, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # masks lifted bit for bit
     assert out.shape == reference.shape and not torch.allclose(out, reference)
     assert count_params(pruned) == expected_linear_params(model, keep) < count_params(model)
     attn = pruned.blocks[0].attn

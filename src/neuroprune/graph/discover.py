@@ -25,7 +25,8 @@ from ..surgery.base import ModuleCall
 from ..surgery.registry import handler_for, supported_layer_names
 from .context import FlowContext
 from .groups import DependencyGraph, Group, GroupMember
-from .ops import OpCall, note_untouched, rule_for
+from .ops import OpCall, rule_for
+from .sizes import note_untouched
 from .trace import trace_model
 
 

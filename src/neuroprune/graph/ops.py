@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.fx
 import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .attention_ops import einsum_rule, matmul_rule, opaque_attention_rule, sdpa_rule
 from .context import FlowContext, key_dims, make_key
+from .sizes import freeze_borrowed_widths, size_kinds
 
 Rule = Callable[..., Any]
 
@@ -160,7 +160,7 @@ def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
     """Views, reshapes, permutes, flatten, squeeze, indexing: followed with a probe."""
     value, flows = call.args[0], _flows_of(call.flows[0])
     if not flows:
-        _freeze_borrowed_widths(ctx, call, {})
+        freeze_borrowed_widths(ctx, call.where, call.node, call.target, {})
         return {} if isinstance(call.output, torch.Tensor) else None
     if call.target is getattr and not isinstance(call.output, torch.Tensor):
         return None  # x.shape, x.ndim, x.dtype: reading a shape constrains no channel
@@ -168,75 +168,9 @@ def rearrange_rule(ctx: FlowContext, call: OpCall) -> Any:
         fn = lambda probe: getattr(probe, call.args[1])  # noqa: E731
     else:
         fn = lambda probe: call.run(probe, *call.args[1:])  # noqa: E731
-    out = ctx.rearrange(call.where, fn, value, flows, call.output, _size_kinds(call))
-    _freeze_borrowed_widths(ctx, call, out)
+    out = ctx.rearrange(call.where, fn, value, flows, call.output, size_kinds(call.node, call.target, call.output))
+    freeze_borrowed_widths(ctx, call.where, call.node, call.target, out)
     return out
-
-
-_SIZE_ARITHMETIC = {operator.floordiv, operator.mul, operator.add, operator.sub, operator.truediv, int}
-
-
-def _shape_sources(node: Any, seen: set | None = None) -> list[tuple[Any, int]]:
-    """(tensor node, dimension) pairs an int computed in the graph was read from."""
-    seen = set() if seen is None else seen
-    if not isinstance(node, torch.fx.Node) or node in seen:
-        return []
-    seen.add(node)
-    if node.op == "call_method" and node.target == "size" and len(node.args) > 1:
-        return [(node.args[0], node.args[1])]
-    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
-        shape = node.args[0]
-        if isinstance(shape, torch.fx.Node) and (
-                (shape.op == "call_method" and shape.target == "size" and len(shape.args) == 1)
-                or (shape.op == "call_function" and shape.target is getattr and shape.args[1] == "shape")):
-            return [(shape.args[0], node.args[1])]
-    if node.op == "call_function" and node.target in _SIZE_ARITHMETIC:
-        return [source for arg in node.args for source in _shape_sources(arg, seen)]
-    return []
-
-
-def note_untouched(ctx: FlowContext, node: Any, output: Any) -> None:
-    """A call no prunable channel reaches may still size itself with a prunable width."""
-    if node.target in ("view", "reshape", torch.reshape):
-        path = next(reversed(node.meta.get("nn_module_stack") or {"<top level>": None}))
-        call = OpCall(f"{path} ({node.op} {node.target})", node.op, node.target, tuple(node.args),
-                      dict(node.kwargs), (), {}, output, node=node)
-        _freeze_borrowed_widths(ctx, call, {})
-
-
-def _freeze_borrowed_widths(ctx: FlowContext, call: OpCall, out: dict) -> None:
-    """A view/reshape that sizes its channel dimension with a width read from *another* tensor
-    (``reshape(B, N, C)`` with ``C`` from the attention's input) ties that width to these
-    channels; the other tensor's channels are fixed so the two never disagree."""
-    if call.node is None or call.target not in ("view", "reshape", torch.reshape):
-        return
-    sizes = list(call.node.args[1:])
-    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-        sizes = list(sizes[0])
-    for position, size in enumerate(sizes):
-        if not isinstance(size, torch.fx.Node):
-            continue
-        landing = [set(np.asarray(ids).ravel()) for key, ids in out.items() if position in key_dims(key)]
-        for source, dim in _shape_sources(size):
-            flows = ctx.node_flows.get(source)
-            if not isinstance(flows, dict) or source not in ctx.node_ndims:
-                continue
-            dim = dim % ctx.node_ndims[source]
-            for key, ids in flows.items():
-                if dim in key_dims(key) and (not landing or set(np.asarray(ids).ravel()) != landing[0]):
-                    ctx.freeze(ids, f"{call.where}: this width is read from the shape to size other channels")
-
-
-def _size_kinds(call: OpCall) -> list[str] | None:
-    """For a view/reshape: how the code gives each output size ("number", "shape", "infer")."""
-    if call.node is None or call.target not in ("view", "reshape", torch.reshape):
-        return None
-    sizes = list(call.node.args[1:])
-    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
-        sizes = list(sizes[0])
-    if len(sizes) != call.output.dim() or any(not isinstance(s, (int, torch.fx.Node)) for s in sizes):
-        return None
-    return ["shape" if isinstance(s, torch.fx.Node) else "infer" if s == -1 else "number" for s in sizes]
 
 
 @grid_aware
