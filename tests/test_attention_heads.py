@@ -306,3 +306,15 @@ def test_roll_fixes_channels_along_rolled_dimensions_only():
 
     graph = discover(Shift(), torch.randn(2, 3, 4))
     assert graph.groups == [] and any("channels rolled" in r for r in graph.frozen["a"])
+
+
+def test_attention_whose_forward_cannot_be_retraced_keeps_its_heads():
+    class WithConstant(TimmAttention):
+        def forward(self, x):
+            return super().forward(x * torch.ones(1))  # a tensor made during tracing: a constant
+
+    attn = WithConstant(16)
+    graph = discover(nn.Sequential(nn.Linear(4, 16), attn, nn.Linear(16, 2)), torch.randn(2, 3, 4))
+    assert "1.qkv" not in {g.name for g in graph.groups}
+    assert any("creates constant tensors" in r for r in graph.frozen["1.qkv"])
+    assert "_tensor_constant0" not in attn.__dict__ and attn.training  # discovery left the module as it was

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import types
 
 import torch
@@ -81,7 +82,7 @@ class HeadCountHandler(ModuleHandler):
     def rewrite_problem(self, module: nn.Module) -> str | None:
         """Why the forward could not be re-traced after pruning, or ``None`` when it can."""
         try:
-            graph = _trace_alone(module)
+            graph = _trace_alone(copy.copy(module))  # fx stores constants on the traced module
         except Exception as error:  # fx raises many types
             return f"its forward cannot be traced on its own to follow the new head count ({type(error).__name__}: {error})"
         for node in graph.nodes:
