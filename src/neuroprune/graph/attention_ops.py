@@ -47,7 +47,7 @@ def _grid(ids: np.ndarray, shape, dims: tuple[int, ...]) -> np.ndarray:
 
 def collapse_heads(ctx: FlowContext, grid: np.ndarray, axis: int) -> np.ndarray:
     """Couple every id of each slice along ``axis`` (one head); return one id per head."""
-    ctx._couple_along_others(grid, axis)
+    ctx.couple_along_others(grid, axis)
     ctx.settle(grid)
     return np.moveaxis(grid, axis, 0).reshape(grid.shape[axis], -1)[:, 0].copy()
 

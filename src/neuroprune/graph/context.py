@@ -128,7 +128,7 @@ class FlowContext:
         else:
             self.axes[key] = np.asarray(ids)
 
-    def _couple_along_others(self, grid: np.ndarray, axis: int) -> None:
+    def couple_along_others(self, grid: np.ndarray, axis: int) -> None:
         """Couple the ids at each position along ``axis`` across all other axes of ``grid``."""
         per_position = _moved(grid, axis)
         if per_position.shape[1] > 1:
@@ -226,7 +226,7 @@ class FlowContext:
             if len(dims) == 1 and len(varying) > 1:
                 free = [i for i, a in enumerate(varying) if sizes is not None and sizes[a] == "shape"]
                 if len(free) == 1:
-                    self._couple_along_others(landed_grid, free[0])
+                    self.couple_along_others(landed_grid, free[0])
                     self.settle(landed_grid)
                 else:
                     self.splits.append((np.asarray(landed_grid).ravel(), where))
