@@ -318,3 +318,11 @@ def test_attention_whose_forward_cannot_be_retraced_keeps_its_heads():
     assert "1.qkv" not in {g.name for g in graph.groups}
     assert any("creates constant tensors" in r for r in graph.frozen["1.qkv"])
     assert "_tensor_constant0" not in attn.__dict__ and attn.training  # discovery left the module as it was
+
+
+def test_timm_mask_helpers_are_known_by_name():
+    assert ops.rule_for("call_function", _named("maybe_add_mask", "timm.layers.attention")) is ops.broadcast_rule
+    assert ops.rule_for("call_function", _named("resolve_self_attn_mask", "timm.layers.attention")) \
+        is ops.returned_mask_rule
+    assert ops.rule_for("call_function", _named("stochastic_depth", "torchvision.ops.stochastic_depth")) \
+        is ops.first_rule

@@ -342,10 +342,21 @@ for _fn in (torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like
             torch.randn_like, torch.randint_like):
     FUNCTION_RULES[_fn] = new_tensor_rule
 
+def returned_mask_rule(ctx: FlowContext, call: OpCall) -> Any:
+    """timm's ``resolve_self_attn_mask(seq_len, attn, attn_mask, is_causal)``: a new mask shaped
+    from ``attn``, or ``attn_mask`` itself."""
+    mask = call.arg(2, "attn_mask")
+    if mask is not None and call.output is mask:
+        return _flows_of(call.flows[2] if len(call.flows) > 2 else call.kwarg_flows.get("attn_mask"))
+    return {} if isinstance(call.output, torch.Tensor) else None
+
+
 #: Rules for functions of optional libraries, by ``module.qualname`` (no import needed).
 NAMED_FUNCTION_RULES: dict[str, Rule] = {
     "torchvision.ops.stochastic_depth.stochastic_depth": first_rule,  # per-sample: keeps channels
     "timm.layers.drop.drop_path": first_rule,
+    "timm.layers.attention.maybe_add_mask": broadcast_rule,  # scores + mask, or scores
+    "timm.layers.attention.resolve_self_attn_mask": returned_mask_rule,
     "torchvision.models.swin_transformer.shifted_window_attention": opaque_attention_rule,
 }
 
