@@ -129,3 +129,26 @@ def test_stride_one_unit_alone():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), InvertedResidual(8, 8, 1), nn.Conv2d(8, 2, 1)).eval()
     graph = discover(model, torch.randn(1, 3, 4, 4))
     assert "1.branch2.0" in {g.name for g in graph.groups}
+
+
+def test_repeat_along_other_dimensions_keeps_channels_and_along_channels_repeats_columns():
+    class Repeats(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 3), nn.Linear(4, 5), nn.Linear(6, 2)
+
+        def forward(self, x):
+            tiled = self.a(x).repeat(1, 2)                       # channels repeated: c reads each twice
+            return self.c(tiled) + self.b(x).unsqueeze(1).repeat(1, 2, 1).sum(1)[:, :2]
+
+    torch.manual_seed(0)
+    graph = discover(Repeats(), torch.randn(2, 4))
+    (group,) = [g for g in graph.groups if g.name == "a"]
+    c_in = next(m for m in group.members if m.path == "c")
+    assert c_in.unit_of.tolist() == [0, 1, 2, 0, 1, 2]
+    assert any("only some channels" in r for r in graph.frozen["b"])
+    model, x = Repeats(), torch.randn(3, 4)
+    keep = discover(model, x).keep_indices({"a": np.array([1])})
+    with torch.no_grad(), apply_masks(model, keep):
+        masked = model(x)
+    torch.testing.assert_close(apply_keep(model, keep)(x), masked)

@@ -314,7 +314,7 @@ _BROADCAST_FUNCTIONS = [
 ]
 _REARRANGE_FUNCTIONS = [
     torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-    torch.movedim, torch.swapaxes, torch.unflatten, torch.t, getattr,
+    torch.movedim, torch.swapaxes, torch.unflatten, torch.t, getattr, torch.tile,
 ]
 _REDUCE_FUNCTIONS = [torch.mean, torch.sum, torch.amax, torch.amin, torch.max, torch.min, torch.std,
                      torch.var, torch.logsumexp, torch.prod]
@@ -366,7 +366,7 @@ for _names, _rule in (
      "half bfloat16 double to type_as type cpu cuda requires_grad_ erf", first_rule),
     ("add sub mul div add_ sub_ mul_ div_ pow maximum minimum", broadcast_rule),
     ("view reshape flatten permute transpose squeeze unsqueeze movedim swapaxes unflatten t expand "
-     "expand_as view_as reshape_as", rearrange_rule),
+     "expand_as view_as reshape_as repeat tile", rearrange_rule),
     ("mean sum amax amin max min std var logsumexp prod", reduce_rule),
     ("softmax log_softmax", across_dim_rule),
     ("chunk split", split_rule),
