@@ -200,6 +200,9 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
     between what was delivered and that target, until one is accepted or a limit stops the loop."""
     started = time.perf_counter() if started is None else started
     graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    # a group that only appears after surgery (a width that a re-traced attention forward no
+    # longer ties, see neuroprune.surgery.heads) has no policy: it is left alone in this run
+    graph.groups = [g for g in graph.groups if g.name in state.original]
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
     judge_after = config.judge == "after" and config.finetune_epochs > 0
     for attempt in range(1, config.max_retries + 2):

@@ -29,6 +29,7 @@ from ..surgery.registry import handler_for, supported_layer_names
 from .context import FlowContext
 from .groups import DependencyGraph, Group, GroupMember
 from .ops import OpCall, rule_for
+from .sizes import note_untouched
 from .trace import trace_model
 
 
@@ -72,9 +73,12 @@ class _FlowInterpreter(fx.Interpreter):
         super().__init__(module)
         self.ctx, self.ignore, self.frozen_modules = ctx, ignore | set(frozen), frozen
         self.flows: dict[fx.Node, Any] = {}
+        ctx.node_flows, ctx.node_ndims = self.flows, {}  # for rules that look at where a size came from
 
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
+        if isinstance(value, torch.Tensor):
+            self.ctx.node_ndims[n] = value.dim()
         self.flows[n] = self._flows_for(n, value)
         return value
 
@@ -91,6 +95,7 @@ class _FlowInterpreter(fx.Interpreter):
             return self._module_flows(n, args, kwargs, flows, kwarg_flows, value)
         touched = _has_flows(flows) or _has_flows(kwarg_flows)
         if not touched:
+            note_untouched(self.ctx, n, value)
             return {} if isinstance(value, torch.Tensor) else None
         where = f"{_node_path(n)} ({n.op} {getattr(n.target, '__name__', n.target)})"
         if _is_record(value) or _is_record(args[0] if args else None):
@@ -105,8 +110,11 @@ class _FlowInterpreter(fx.Interpreter):
                 "broadcasting, concatenation, chunk, reshaping, pooling and reductions. Pass "
                 f"ignore=[{_node_path(n)!r}] to leave that module alone",
                 module=_module_of(n))
+        if not getattr(rule, "grid_aware", False):
+            flows, kwarg_flows = self.ctx.freeze_grids((flows, kwarg_flows), f"{where}: a channel split across dimensions")
         try:
-            return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value))
+            return rule(self.ctx, OpCall(where, n.op, n.target, tuple(args), kwargs, tuple(flows), kwarg_flows, value,
+                                         path=_node_path(n), node=n))
         except UnsupportedModuleError as error:
             if error.module is None and _module_of(n) is not None:
                 raise UnsupportedModuleError(str(error), module=_module_of(n)) from error
@@ -127,6 +135,8 @@ class _FlowInterpreter(fx.Interpreter):
             raise UnsupportedModuleError(
                 f"{path}: layer type {type(module).__name__} is not supported; supported: "
                 f"{', '.join(supported_layer_names())}. Pass ignore=[{path!r}] to leave it alone", module=path)
+        if not handler.grid_aware:
+            flows, kwarg_flows = self.ctx.freeze_grids((flows, kwarg_flows), f"{path}: a channel split across dimensions")
         call = ModuleCall(path, module, tuple(args), kwargs, tuple(flows), kwarg_flows, value)
         try:
             return handler.propagate(self.ctx, call)
@@ -253,6 +263,7 @@ def _unit_order(ctx: FlowContext, unit: np.ndarray):
 
 def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     """Turn ids, couplings and frozen ids into :class:`Group` objects."""
+    ctx.freeze_unsettled_splits()
     unit = _components(ctx)
     paths = {path for path, _ in ctx.axes}
     for path in _shared_parameter_paths(model, paths):
@@ -348,6 +359,7 @@ def _discover_once(model: nn.Module, inputs: tuple, ignore: set[str], frozen: di
     graph_module = trace_model(model, ignore | set(frozen))
     modes = {name: m.training for name, m in model.named_modules()}
     ctx = FlowContext()
+    ctx.model = model
     try:
         model.eval()
         with torch.no_grad():

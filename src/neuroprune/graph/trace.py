@@ -37,7 +37,8 @@ class PruningTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.ignore:
             return True
-        if handler_for(m) is not None:
+        handler = handler_for(m)
+        if handler is not None and not handler.traced_through:
             return True
         if traceable_forward(m) is not None:
             return False

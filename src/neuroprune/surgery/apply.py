@@ -82,7 +82,8 @@ def apply_keep(model: nn.Module, keep: Keep, *, inplace: bool = False) -> nn.Mod
     for path, axes in keep.items():
         module = copy.deepcopy(model.get_submodule(path))
         pruned[path] = handler_for(module).prune(module, {a: k.cpu() for a, k in axes.items()})
-    for path, module in pruned.items():
+    # parents first: a pruned parent (a copy, with its old children) must not undo its children
+    for path, module in sorted(pruned.items(), key=lambda item: item[0].count(".")):
         set_submodule(model, path, module)
     leave_nested_fast_path(model)
     return model

@@ -63,6 +63,10 @@ class ModuleHandler:
 
     #: Module classes this handler serves (subclasses included unless a closer handler exists).
     module_types: tuple[type[nn.Module], ...] = ()
+    #: ``True`` for handlers of modules whose forward discovery traces through (not a leaf).
+    traced_through = False
+    #: ``True`` for handlers whose ``propagate`` takes grid flows (see ``neuroprune.graph.context``).
+    grid_aware = False
 
     def axes(self, module: nn.Module) -> dict[str, int]:
         """Prunable axes of ``module`` and their sizes."""

@@ -28,6 +28,7 @@ class ElementwiseHandler(ModuleHandler):
         nn.Tanhshrink, nn.LogSigmoid, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
         nn.AlphaDropout, nn.Identity,
     )
+    grid_aware = True
 
     def propagate(self, ctx, call):
         return _first_flows(call)
@@ -50,6 +51,7 @@ class RearrangeHandler(ModuleHandler):
     """Pure re-indexing modules (flatten, unflatten, channel shuffle): traced with a probe."""
 
     module_types = (nn.Flatten, nn.Unflatten, nn.ChannelShuffle)
+    grid_aware = True
 
     def propagate(self, ctx, call):
         return ctx.rearrange(call.path, call.module, call.args[0], _first_flows(call), call.output)

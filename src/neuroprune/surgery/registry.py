@@ -20,12 +20,15 @@ from .attention import AttentionHandler
 from .base import ModuleHandler
 from .conv import ConvHandler
 from .embedding import EmbeddingHandler
+from .heads import HeadCountHandler
 from .linear import LinearHandler
 from .norm import ChannelwiseHandler, GroupNormHandler, LayerNormHandler
 from .passthrough import ElementwiseHandler, RearrangeHandler, SoftmaxHandler, SpatialHandler
 from .rnn import RecurrentHandler
 
 _HANDLERS: dict[type[nn.Module], ModuleHandler] = {}
+#: Handlers that serve modules by what they hold rather than by type, tried after the types.
+_BY_ATTRIBUTE: list[HeadCountHandler] = [HeadCountHandler()]
 
 
 def register_handler(handler: ModuleHandler, *, replace: bool = False) -> None:
@@ -38,12 +41,16 @@ def register_handler(handler: ModuleHandler, *, replace: bool = False) -> None:
 
 
 def handler_for(module: nn.Module) -> ModuleHandler | None:
-    """The handler for ``module``'s class or its nearest registered base class, else ``None``."""
+    """The handler for ``module``'s class or its nearest registered base class, else one that
+    serves it by attribute (the head count of hand-written attention), else ``None``."""
     for cls in type(module).__mro__:
         if cls in _HANDLERS:
             return _HANDLERS[cls]
         if cls is nn.Module:
             break
+    for handler in _BY_ATTRIBUTE:
+        if handler.serves(module):
+            return handler
     return None
 
 
