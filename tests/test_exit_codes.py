@@ -119,7 +119,8 @@ def test_interrupt_after_the_folder_is_saved_names_it(tmp_path, monkeypatch, cap
     monkeypatch.setattr(prune_cli, "write_report_json", interrupted)
     out = tmp_path / "o"
     assert main(["prune", "--model", "zoo:mlp", "--out", str(out), "--json", str(tmp_path / "r.json"), *QUICK]) == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"neuroprune: interrupted; the pruned model in {out}/"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"neuroprune: interrupted; the pruned model in {out}/")  # then the checkpoint, if any
 
 
 @pytest.mark.slow

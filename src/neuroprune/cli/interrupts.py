@@ -64,6 +64,6 @@ def describe_kept(args) -> str:
     position = _checkpoint_step(checkpoint) if checkpoint else None
     if position is not None:
         step, steps = position
-        of = f" of {steps}" if steps else ""
+        of = f" of {steps}" if isinstance(steps, int) else ""  # "auto" plans as it goes
         kept.append(f"checkpoint after step {step}{of} in {checkpoint}; rerun the same command with --resume")
     return "; ".join(kept) if kept else "nothing was written"
