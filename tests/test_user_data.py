@@ -28,12 +28,12 @@ import torch.nn as nn
 
 
 def build():
-    return nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 """
 
 
 def _build() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
 def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -81,10 +81,13 @@ def test_prune_reports_the_users_own_accuracy_and_reloads_it(user_files, tmp_pat
     folder, out = user_files["folder"], tmp_path / "small-net"
     assert user_files["accuracy"] > 0.85  # the user's model works on the user's raw data
     code = main(["prune", "--model", f"{folder / 'net.py'}:build", "--weights", str(folder / "trained.safetensors"),
-                 "--data", f"npz:{folder / 'digits_raw.npz'}", "--criterion", "magnitude", "--ratio", "0.5",
-                 "--finetune-epochs", "1", "--tolerance", "0.05", "--out", str(out), "--quiet", "--latency-runs", "20"])
+                 "--data", f"npz:{folder / 'digits_raw.npz'}", "--criterion", "magnitude", "--ratio", "0.8",
+                 "--finetune-epochs", "3", "--tolerance", "0.05", "--out", str(out), "--quiet", "--latency-runs", "20",
+                 "--require-target"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
+    assert report["target"]["reached"] and report["target"]["delivered"] == pytest.approx(0.8, abs=0.01)
+    assert [layer["width_after"] for layer in report["layers"][:2]] == [26, 13]  # 80 % of 128 and 64 removed
     assert report["before"]["accuracy"] == pytest.approx(user_files["accuracy"], abs=1e-12)
     assert report["data"] == {"spec": f"npz:{folder / 'digits_raw.npz'}", "standardized": False, "train": 1260,
                               "val": 140, "test": 397, "num_classes": 10}
