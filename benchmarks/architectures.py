@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -66,13 +67,36 @@ def run_neuroprune(arch) -> dict:
             "frozen_modules": outcome.frozen_modules}
 
 
-def run_torch_pruning(arch) -> dict:
+def _torch_pruning_here(name: str) -> dict:
+    arch = next(a for a in ARCHITECTURES if a.name == name)
     try:
-        result = prune_with_torch_pruning(arch, ratio=RATIO)
+        return prune_with_torch_pruning(arch, ratio=RATIO)
     except Exception as error:
         return {"status": "crashed: " + _short_error(error), "params_kept": None, "forward_ok": False,
                 "reload_ok": False}
-    return result
+
+
+def _limit_memory(gib: float) -> None:
+    import resource
+
+    limit = int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_torch_pruning(arch, *, memory_gib: float, timeout: float) -> dict:
+    """In a child process with a memory cap and a time limit: on swin_t, Torch-Pruning's graph
+    grew past 20 GB on this machine."""
+    failed = {"params_kept": None, "forward_ok": False, "reload_ok": False}
+    try:
+        child = subprocess.run([sys.executable, __file__, "--torch-pruning-one", arch.name], capture_output=True,
+                               text=True, timeout=timeout, preexec_fn=lambda: _limit_memory(memory_gib))
+    except subprocess.TimeoutExpired:
+        return {"status": f"crashed: no result within {timeout:.0f} s", **failed}
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        tail = (child.stderr.strip().splitlines() or ["?"])[-1][:100]
+        return {"status": f"crashed (exit {child.returncode}, {memory_gib:.0f} GiB cap): {tail}", **failed}
+    return json.loads(lines[-1])
 
 
 def _yes(value: bool) -> str:
@@ -131,8 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated architecture names")
     parser.add_argument("--out", default=str(RESULTS / "architectures.md"))
+    parser.add_argument("--tp-memory-gib", type=float, default=8.0, help="address-space cap of each Torch-Pruning run")
+    parser.add_argument("--tp-timeout", type=float, default=300.0, help="seconds per Torch-Pruning run")
+    parser.add_argument("--torch-pruning-one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.torch_pruning_one:
+        import_torchvision()
+        print(json.dumps(_torch_pruning_here(args.torch_pruning_one), default=str))
+        return 0
     import_torchvision()
     chosen = set(args.only.split(",")) if args.only else None
     start = time.perf_counter()
@@ -142,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         began = time.perf_counter()
         row = {"name": arch.name, "source": arch.source, "note": arch.needs or "",
-               "neuroprune": run_neuroprune(arch), "torch_pruning": run_torch_pruning(arch)}
+               "neuroprune": run_neuroprune(arch),
+               "torch_pruning": run_torch_pruning(arch, memory_gib=args.tp_memory_gib, timeout=args.tp_timeout)}
         row["seconds"] = time.perf_counter() - began
         rows.append(row)
         print(f"{arch.name:32s} neuroprune {row['neuroprune']['status']:14s} "
