@@ -24,12 +24,19 @@ def _transpose(t: torch.Tensor) -> torch.Tensor:
 
 
 class LinearHandler(ModuleHandler):
-    """``nn.Linear``: contracts the last dimension of its input."""
+    """``nn.Linear``: contracts the last dimension of its input.
+
+    ``out_dim`` is the weight dimension that holds the output neurons: 0 for ``nn.Linear``'s
+    ``(out, in)`` weight; a subclass sets 1 for a layer that stores it transposed (transformers'
+    ``Conv1D``) and names its width attributes in ``width_attributes``.
+    """
 
     module_types = (nn.Linear,)
+    out_dim = 0
+    width_attributes = {"in": "in_features", "out": "out_features"}
 
     def axes(self, module):
-        return {"in": module.in_features, "out": module.out_features}
+        return {"in": module.weight.shape[1 - self.out_dim], "out": module.weight.shape[self.out_dim]}
 
     def propagate(self, ctx, call: ModuleCall):
         x = call.args[0]
@@ -38,30 +45,35 @@ class LinearHandler(ModuleHandler):
         in_ids = flows.pop(last, None)
         if in_ids is not None:
             ctx.bind_axis(call.path, "in", in_ids)
-        return {**flows, last: ctx.producer_axis(call.path, "out", call.module.out_features)}
+        return {**flows, last: ctx.producer_axis(call.path, "out", call.module.weight.shape[self.out_dim])}
+
+    def _as_out_in(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.out_dim == 0 else t.t()
+
+    def _as_in_out(self, t: torch.Tensor) -> torch.Tensor:
+        return t.t() if self.out_dim == 0 else t
 
     def incoming(self, module, axis):
         if axis != "out":
             return []
-        return [WeightView("weight", _identity, input_columns=_identity, input_axis="in")]
+        return [WeightView("weight", self._as_out_in, input_columns=_identity, input_axis="in")]
 
     def outgoing(self, module, axis):
-        return [WeightView("weight", _transpose)] if axis == "in" else []
+        return [WeightView("weight", self._as_in_out)] if axis == "in" else []
 
     def observe(self, module, args, kwargs, output):
         return {"in": (args[0], -1)}
 
     def mask(self, module, axis, removed):
         if axis == "in":
-            module.weight.data[:, removed] = 0
+            self._as_out_in(module.weight.data)[:, removed] = 0  # a view: zeroes the weight itself
 
     def prune(self, module, keep):
         if "out" in keep:
-            slice_parameter(module, "weight", keep["out"], 0)
+            slice_parameter(module, "weight", keep["out"], self.out_dim)
             slice_parameter(module, "bias", keep["out"], 0)
-            module.out_features = len(keep["out"])
+            setattr(module, self.width_attributes["out"], len(keep["out"]))
         if "in" in keep:
-            slice_parameter(module, "weight", keep["in"], 1)
-            module.in_features = len(keep["in"])
+            slice_parameter(module, "weight", keep["in"], 1 - self.out_dim)
+            setattr(module, self.width_attributes["in"], len(keep["in"]))
         return module
-
