@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if chosen and arch.name not in chosen:
             continue
         began = time.perf_counter()
-        row = {"name": arch.name, "source": arch.source, "note": arch.needs or "",
+        row = {"name": arch.name, "source": arch.source, "note": "",
                "neuroprune": run_neuroprune(arch),
                "torch_pruning": run_torch_pruning(arch, memory_gib=args.tp_memory_gib, timeout=args.tp_timeout)}
         row["seconds"] = time.perf_counter() - began

@@ -28,7 +28,6 @@ class Arch:
     input_shape: tuple[int, ...]
     slow: bool = False
     #: why neuroprune cannot prune it on this branch (the check then expects a specific error)
-    needs: str | None = None
 
 
 def _tv(name: str, **kwargs) -> Callable[[], nn.Module]:
@@ -88,8 +87,6 @@ class TorchSeq2Seq(nn.Module):
         return self.head(self.transformer(self.src(x), self.tgt(x[:, :5])))
 
 
-WT14 = "needs wt14's head support"
-
 ARCHITECTURES: list[Arch] = [
     Arch("torch.TransformerEncoder", "torch", TorchEncoderClassifier, (2, 3, 32, 32)),
     Arch("torch.Transformer", "torch", TorchSeq2Seq, (2, 9, 12)),
@@ -122,10 +119,10 @@ ARCHITECTURES: list[Arch] = [
     Arch("efficientnet_v2_s", "torchvision", _tv("efficientnet_v2_s", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("convnext_tiny", "torchvision", _tv("convnext_tiny", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("shufflenet_v2_x0_5", "torchvision", _tv("shufflenet_v2_x0_5", num_classes=10), (2, 3, 32, 32),
-         slow=True, needs=WT14),
+         slow=True),
     Arch("vit_b_16", "torchvision", _tv("vit_b_16", num_classes=10, image_size=32), (2, 3, 32, 32), slow=True),
-    Arch("swin_t", "torchvision", _tv("swin_t", num_classes=10), (2, 3, 32, 32), slow=True, needs=WT14),
-    Arch("maxvit_t", "torchvision", _tv("maxvit_t", num_classes=10), (1, 3, 224, 224), slow=True, needs=WT14),
+    Arch("swin_t", "torchvision", _tv("swin_t", num_classes=10), (2, 3, 32, 32), slow=True),
+    Arch("maxvit_t", "torchvision", _tv("maxvit_t", num_classes=10), (1, 3, 224, 224), slow=True),
     Arch("timm.resnet18", "timm", _timm("resnet18", num_classes=10), (2, 3, 32, 32)),
     Arch("timm.mobilevit_xxs", "timm", _timm("mobilevit_xxs", num_classes=10), (2, 3, 64, 64)),
     Arch("timm.efficientnet_b0", "timm", _timm("efficientnet_b0", num_classes=10), (2, 3, 32, 32), slow=True),
@@ -133,9 +130,9 @@ ARCHITECTURES: list[Arch] = [
     Arch("timm.regnetx_002", "timm", _timm("regnetx_002", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("timm.ghostnet_050", "timm", _timm("ghostnet_050", num_classes=10), (2, 3, 32, 32), slow=True),
     Arch("timm.vit_tiny_patch16_224", "timm", _timm("vit_tiny_patch16_224", num_classes=10, img_size=32),
-         (2, 3, 32, 32), slow=True, needs=WT14),
+         (2, 3, 32, 32), slow=True),
     Arch("timm.deit_tiny_patch16_224", "timm", _timm("deit_tiny_patch16_224", num_classes=10, img_size=32),
-         (2, 3, 32, 32), slow=True, needs=WT14),
+         (2, 3, 32, 32), slow=True),
 ]
 BY_NAME = {a.name: a for a in ARCHITECTURES}
 

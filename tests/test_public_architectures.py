@@ -15,7 +15,6 @@ import importlib.util
 import pytest
 from public_arch import ARCHITECTURES, Arch, prune_with_neuroprune
 
-import neuroprune as npr
 
 
 def _available(source: str) -> bool:
@@ -39,8 +38,7 @@ def _param(arch: Arch):
     return pytest.param(arch, id=arch.name, marks=marks)
 
 
-SUPPORTED = [_param(a) for a in ARCHITECTURES if a.needs is None]
-PENDING = [_param(a) for a in ARCHITECTURES if a.needs is not None]
+SUPPORTED = [_param(a) for a in ARCHITECTURES]
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)
@@ -53,17 +51,3 @@ def test_public_architecture_prunes_masked_equals_removed_and_reloads(arch: Arch
     assert outcome.masked_max_error < 1e-4
     assert outcome.params_after < outcome.params_before
     assert outcome.reload_exact
-
-
-@pytest.mark.parametrize("arch", PENDING)
-def test_architectures_needing_head_support_name_the_module_or_freeze_it(arch: Arch):
-    """Until head-structured reshapes land, these raise a specific error naming module and op;
-    with ignore_untraceable the offending modules are frozen and the rest still prunes exactly."""
-    if not _available(arch.source):
-        pytest.skip(f"{arch.source} is not installed (make test-vision)")
-    with pytest.raises(npr.UnsupportedModuleError) as info:
-        prune_with_neuroprune(arch, ratio=0.4, ignore_untraceable=False)
-    assert info.value.module and info.value.module.split(".")[0] in str(info.value)
-    outcome = prune_with_neuroprune(arch, ratio=0.4, ignore_untraceable=True)
-    assert outcome.frozen_modules and outcome.shapes_kept and outcome.reload_exact
-    assert outcome.masked_max_error < 1e-4
