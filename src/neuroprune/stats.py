@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .errors import DataError, NonFiniteError
 from .graph.groups import DependencyGraph
+from .modes import module_modes, restore_modes
 from .surgery.registry import handler_for
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -255,7 +256,7 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
     """
     stats = Statistics(threshold=threshold)
     paths = sorted(graph.axis_sizes)
-    modes = {name: m.training for name, m in model.named_modules()}
+    modes = module_modes(model)
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
@@ -292,8 +293,7 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
         for p, grad, flag in zip(params, saved_grads, saved_flags):
             p.grad = grad
             p.requires_grad_(flag)
-        for name, m in model.named_modules():
-            m.training = modes[name]
+        restore_modes(modes)
     return stats
 
 
