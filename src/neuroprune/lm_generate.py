@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .errors import DataError
+from .modes import evaluation_mode
 from .task import model_device_dtype
 
 
@@ -47,28 +48,23 @@ def generation_check(model: nn.Module, tokenizer: Any, prompt: str, *, max_new_t
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            out = _generate(model, ids, max_new_tokens, pad)
-            text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-            speed = {}
-            for batch in batch_sizes:
-                batch_ids = ids.expand(batch, -1).contiguous()
-                _generate(model, batch_ids, max_new_tokens, pad)  # warm-up
-                times = []
-                for _ in range(runs):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    start = time.perf_counter()
-                    _generate(model, batch_ids, max_new_tokens, pad)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times.append(time.perf_counter() - start)
-                speed[f"batch_{batch}"] = batch * max_new_tokens / min(times)
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model), torch.inference_mode():
+        out = _generate(model, ids, max_new_tokens, pad)
+        text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        speed = {}
+        for batch in batch_sizes:
+            batch_ids = ids.expand(batch, -1).contiguous()
+            _generate(model, batch_ids, max_new_tokens, pad)  # warm-up
+            times = []
+            for _ in range(runs):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                _generate(model, batch_ids, max_new_tokens, pad)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            speed[f"batch_{batch}"] = batch * max_new_tokens / min(times)
     return {"text": text, "new_tokens": max_new_tokens, "tokens_per_second": speed}
 
 

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .modes import evaluation_mode
 from .task import model_device_dtype
 
 SPLITS = ("train", "val", "test", "calibration")
@@ -225,7 +226,7 @@ class LMTask:
         if self.teacher is None:
             raise DataError("the language-modelling task is not bound yet: call task.bind(unpruned_model) first")
         total, count = 0.0, 0
-        with _EvalMode(model), torch.inference_mode():
+        with evaluation_mode(model), torch.inference_mode():
             for batch in self._split_batches(split):
                 logits = self.logits(model, batch).float().flatten(0, 1)
                 target = self.logits(self.teacher, batch).float().flatten(0, 1)
@@ -239,7 +240,7 @@ class LMTask:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
         total, count = 0.0, 0
-        with _EvalMode(model), torch.inference_mode():
+        with evaluation_mode(model), torch.inference_mode():
             for batch in self._split_batches(split):
                 batch = batch.to(model_device_dtype(model)[0])
                 total += float(self._nll(self.logits(model, batch), batch, reduction="sum"))
@@ -253,18 +254,3 @@ class LMTask:
 
         return distill(model, self, epochs=epochs, max_seconds=self.distill_seconds, learning_rate=learning_rate,
                        progress=progress, desc=desc).losses
-
-
-class _EvalMode:
-    """Context manager: eval mode inside, each module's own mode restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        for module, mode in self.modes:
-            module.train(mode)

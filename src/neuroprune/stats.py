@@ -7,7 +7,9 @@ weight of the layers it scores, and the ``obs`` criterion one Gram matrix (input
 Linear layer that reads a group. Activations are never stored.
 
 The model is left as found: hooks are removed, ``requires_grad`` flags, ``.grad`` tensors and
-train/eval modes are restored. Statistics accumulate in float32 on the model's device.
+train/eval modes are restored. Statistics accumulate on the model's device: sums in float64,
+counts in int64 (float32 counts stop being exact past 2^24), the per-weight ``seed`` accumulator in
+float32. Hooks never synchronise with the host: finiteness is checked once, at the end of the pass.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -17,8 +19,8 @@ Example:
     >>> batches = [(torch.randn(16, 4), torch.randint(0, 2, (16,)))]
     >>> loss = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])
     >>> stats = collect_statistics(model, graph, batches, loss, gradients=True, progress=False)
-    >>> stats.axes[("2", "in")].act_count.shape
-    torch.Size([8])
+    >>> stats.axes[("2", "in")].act_count.shape, stats.axes[("2", "in")].act_count.dtype
+    (torch.Size([8]), torch.int64)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .errors import DataError, NonFiniteError
 from .graph.groups import DependencyGraph
+from .modes import module_modes, restore_modes
 from .surgery.registry import handler_for
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -96,6 +99,8 @@ class _ActivationObserver:
         self.stats, self.threshold, self.gram_axes = stats, threshold, gram_axes
         #: (batch, tokens) mask of the current batch; positions where it is 0 are not counted
         self.token_mask: torch.Tensor | None = None
+        #: (path, axis) -> observed values per position under a token mask, summed on the device
+        self.masked_n: dict[tuple[str, str], torch.Tensor] = {}
         self.handles = []
         for path in paths:
             module = model.get_submodule(path)
@@ -129,27 +134,37 @@ class _ActivationObserver:
         entry = self.stats.axis(path, axis)
         weights = self._token_weights(x, dim)
         if weights is None:
-            entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.float32))
-            entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float32))
-            entry.act_sum = _add(entry.act_sum, x.sum(dim=others, dtype=torch.float32))
-            entry.act_sq = _add(entry.act_sq, x.float().square().sum(dim=others))
+            entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.int64))
+            entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float64))
+            entry.act_sum = _add(entry.act_sum, x.sum(dim=others, dtype=torch.float64))
+            entry.act_sq = _add(entry.act_sq, x.float().square().sum(dim=others, dtype=torch.float64))
             entry.act_n += x.numel() / x.shape[dim]
             return
-        entry.act_count = _add(entry.act_count, ((x > self.threshold) * weights).sum(dim=others))
-        entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others))
-        entry.act_sum = _add(entry.act_sum, (x.float() * weights).sum(dim=others))
-        entry.act_sq = _add(entry.act_sq, (x.float().square() * weights).sum(dim=others))
-        entry.act_n += float(weights.sum()) * x.numel() / (x.shape[dim] * weights.numel())
+        real = weights > 0
+        entry.act_count = _add(entry.act_count, ((x > self.threshold) & real).sum(dim=others, dtype=torch.int64))
+        entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others, dtype=torch.float64))
+        entry.act_sum = _add(entry.act_sum, (x.float() * weights).sum(dim=others, dtype=torch.float64))
+        entry.act_sq = _add(entry.act_sq, (x.float().square() * weights).sum(dim=others, dtype=torch.float64))
+        observed = weights.sum(dtype=torch.float64) * (x.numel() / (x.shape[dim] * weights.numel()))
+        self.masked_n[(path, axis)] = _add(self.masked_n.get((path, axis)), observed)
 
     def _record_gram(self, path: str, axis: str, x: torch.Tensor) -> None:
         """Add ``[x, 1]^T [x, 1]`` over the rows of a Linear input (real tokens only)."""
         rows = x.reshape(-1, x.shape[-1]).float()
+        ones = torch.ones(len(rows), 1, device=rows.device)
         weights = self._token_weights(x, x.dim() - 1)
-        if weights is not None:
-            rows = rows[weights.expand(*x.shape[:-1], 1).reshape(-1) > 0]
-        rows = torch.cat([rows, torch.ones(len(rows), 1, device=rows.device)], dim=1)
+        if weights is not None:  # zero the padding rows (no boolean indexing: that waits for the device)
+            ones = (weights.expand(*x.shape[:-1], 1).reshape(-1, 1) > 0).float()
+            rows = rows * ones
+        rows = torch.cat([rows, ones], dim=1)
         entry = self.stats.axis(path, axis)
-        entry.gram = _add(entry.gram, rows.T @ rows)
+        entry.gram = _add(entry.gram, (rows.T @ rows).double())
+
+    def finish(self) -> None:
+        """Add the masked observation counts to the statistics (one host transfer per axis)."""
+        for key, observed in self.masked_n.items():
+            self.stats.axis(*key).act_n += float(observed)
+        self.masked_n.clear()
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -168,7 +183,31 @@ def _gradient_targets(model: nn.Module, graph: DependencyGraph):
                 yield member.path, member.axis, handler_for(module), module
 
 
-def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_index: int) -> None:
+class _FiniteChecks:
+    """Finiteness flags kept on the device during a pass and read once at its end."""
+
+    def __init__(self):
+        self.flags: list[torch.Tensor] = []
+        self.messages: list[tuple[str, torch.Tensor | None]] = []
+
+    def add(self, values: torch.Tensor, message: str, shown: torch.Tensor | None = None) -> None:
+        """Remember whether ``values`` are all finite; ``message`` (with ``{value}`` for ``shown``) if not."""
+        self.flags.append(torch.isfinite(values.detach()).all())
+        self.messages.append((message, None if shown is None else shown.detach()))
+
+    def raise_first(self) -> None:
+        """Raise :class:`NonFiniteError` for the first non-finite value recorded (one host sync)."""
+        if not self.flags:
+            return
+        ok = torch.stack([flag.to(self.flags[0].device) for flag in self.flags])
+        if bool(ok.all()):
+            return
+        message, shown = self.messages[int((~ok).nonzero()[0, 0])]
+        raise NonFiniteError(message.replace("{value}", str(None if shown is None else shown.item())))
+
+
+def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_index: int,
+                      checks: _FiniteChecks) -> None:
     for path, axis, handler, module in _gradient_targets(model, graph):
         entry = stats.axis(path, axis)
         for view in handler.incoming(module, axis):
@@ -177,11 +216,10 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
                 continue
             grad = param.grad.detach().float()
             rows = view.rows(grad).abs()
-            summed = rows.sum(dim=1)
-            if not bool(torch.isfinite(summed).all()):
-                raise NonFiniteError(f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
+            summed = rows.sum(dim=1, dtype=torch.float64)
+            checks.add(summed, f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
             entry.grad_abs = _add(entry.grad_abs, summed)
-            entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1]))
+            entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1], dtype=torch.int64))
             if per_weight:
                 key = (path, view.name)
                 stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), grad.abs())
@@ -189,9 +227,8 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
             param = module.get_parameter(view.name)
             if param.grad is None:
                 continue
-            product = view.rows(param.detach().float() * param.grad.detach().float()).sum(dim=1)
-            if not bool(torch.isfinite(product).all()):
-                raise NonFiniteError(f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
+            product = view.rows(param.detach().float() * param.grad.detach().float()).sum(dim=1, dtype=torch.float64)
+            checks.add(product, f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
             entry.taylor = _add(entry.taylor, product)
 
 
@@ -219,13 +256,14 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
     """
     stats = Statistics(threshold=threshold)
     paths = sorted(graph.axis_sizes)
-    modes = {name: m.training for name, m in model.named_modules()}
+    modes = module_modes(model)
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
                  if gram and m.axis == "in" and isinstance(model.get_submodule(m.path), nn.Linear)}
     observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
+    checks = _FiniteChecks()
     try:
         model.eval()
         for p in params:
@@ -238,23 +276,24 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
             with torch.set_grad_enabled(gradients):
                 loss = loss_fn(model, batch)
                 if gradients:
-                    if not bool(torch.isfinite(loss).all()):
-                        raise NonFiniteError(f"loss is {loss.item()} on calibration batch {index}")
+                    checks.add(loss, "loss is {value} on calibration batch " + str(index), loss)
                     loss.backward()
-                    _record_gradients(model, graph, stats, per_weight, index)
+                    _record_gradients(model, graph, stats, per_weight, index, checks)
                     for p in params:
                         p.grad = None
             stats.batches += 1
         if stats.batches == 0:
             raise DataError("calibration data is empty: at least one batch is needed to score neurons")
+        checks.raise_first()
+        if observer is not None:
+            observer.finish()
     finally:
         if observer is not None:
             observer.remove()
         for p, grad, flag in zip(params, saved_grads, saved_flags):
             p.grad = grad
             p.requires_grad_(flag)
-        for name, m in model.named_modules():
-            m.training = modes[name]
+        restore_modes(modes)
     return stats
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .data import DataSplits, iterate_batches
 from .errors import DataError
+from .modes import evaluation_mode
 
 
 class Task(Protocol):
@@ -137,13 +138,8 @@ class ClassificationTask:
         if split not in ("val", "test", "train"):
             raise DataError(f"unknown split {split!r}; splits: train, val, test")
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        was_training = model.training
-        model.eval()
         correct = 0
-        try:
-            with torch.inference_mode():
-                for xb, yb in iterate_batches(x, y, max(self.batch_size, 256)):
-                    correct += int((model(self._inputs(xb, model)).argmax(dim=-1).cpu() == yb).sum())
-        finally:
-            model.train(was_training)
+        with evaluation_mode(model), torch.inference_mode():
+            for xb, yb in iterate_batches(x, y, max(self.batch_size, 256)):
+                correct += int((model(self._inputs(xb, model)).argmax(dim=-1).cpu() == yb).sum())
         return correct / len(y)

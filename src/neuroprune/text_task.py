@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import DataError
+from .modes import evaluation_mode
 from .task import model_device_dtype
 
 SPLITS = ("train", "val", "test", "calibration")
@@ -329,18 +330,13 @@ class TextTask:
         """Normalised embeddings of every sentence of ``split`` (eval mode; the mode is restored)."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
-        was_training = model.training
-        model.eval()
         out: torch.Tensor | None = None
-        try:
-            with torch.inference_mode():
-                for batch in self._batches(split, self._length_order(split), targets=False):
-                    embedding = self.encode(model, batch).cpu()
-                    if out is None:
-                        out = torch.empty(len(self.sentences[split]), embedding.shape[1])
-                    out[batch["index"]] = embedding
-        finally:
-            model.train(was_training)
+        with evaluation_mode(model), torch.inference_mode():
+            for batch in self._batches(split, self._length_order(split), targets=False):
+                embedding = self.encode(model, batch).cpu()
+                if out is None:
+                    out = torch.empty(len(self.sentences[split]), embedding.shape[1])
+                out[batch["index"]] = embedding
         return out
 
     def evaluate(self, model: nn.Module, split: str) -> float:

@@ -24,6 +24,7 @@ import torch.nn as nn
 from scipy.sparse.csgraph import connected_components
 
 from ..errors import UnsupportedModuleError
+from ..modes import evaluation_mode
 from ..surgery.base import ModuleCall
 from ..surgery.registry import handler_for, supported_layer_names
 from .context import FlowContext
@@ -357,14 +358,8 @@ def _short_reason(error: UnsupportedModuleError) -> str:
 
 def _discover_once(model: nn.Module, inputs: tuple, ignore: set[str], frozen: dict[str, str]) -> DependencyGraph:
     graph_module = trace_model(model, ignore | set(frozen))
-    modes = {name: m.training for name, m in model.named_modules()}
     ctx = FlowContext()
     ctx.model = model
-    try:
-        model.eval()
-        with torch.no_grad():
-            _FlowInterpreter(graph_module, ctx, ignore, frozen).run(*inputs)
-    finally:
-        for name, m in model.named_modules():
-            m.training = modes[name]
+    with evaluation_mode(model), torch.no_grad():
+        _FlowInterpreter(graph_module, ctx, ignore, frozen).run(*inputs)
     return build_groups(model, ctx)

@@ -12,11 +12,15 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..errors import NonFiniteError
+from ..modes import training_mode
+from .precision import MasterWeights
 
 
 def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3, progress: bool = True,
@@ -25,8 +29,11 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     """Train ``model`` in place for ``epochs`` epochs; returns the mean loss of every epoch.
 
     With a ``teacher`` (the unpruned model) and ``distill_weight`` > 0, the task's
-    ``distillation_loss`` blends its own loss with matching the teacher. The model is left in
-    eval mode.
+    ``distillation_loss`` blends its own loss with matching the teacher. Training runs in
+    :func:`~neuroprune.modes.training_mode` (submodules the user froze, in eval mode under a
+    parent in training mode, stay frozen); afterwards every submodule has its own mode back. Every
+    parameter keeps its dtype: float16/bfloat16 parameters are trained through float32 master
+    copies (:mod:`~neuroprune.recover.precision`).
     """
     distill = teacher is not None and distill_weight > 0
     if distill:
@@ -34,18 +41,11 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     trainable = [p for p in model.parameters() if p.requires_grad]
     if epochs <= 0 or not trainable:
         return []
-    if any(p.dtype == torch.float16 for p in trainable):
-        model.float()
-        try:
-            return finetune(model, task, epochs=epochs, learning_rate=learning_rate, progress=progress, desc=desc,
-                            teacher=teacher, distill_weight=distill_weight, temperature=temperature)
-        finally:
-            model.half()
-    optimizer = torch.optim.Adam(trainable, lr=learning_rate)
+    masters = MasterWeights(trainable)
+    optimizer = torch.optim.Adam(masters.optimized, lr=learning_rate)
     history = []
-    model.train()
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
-    try:
+    with closing(bar), training_mode(model):
         for epoch in bar:
             total, count = 0.0, 0
             for batch in task.train_batches(epoch):
@@ -56,13 +56,10 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
                 if not bool(torch.isfinite(loss)):
                     raise NonFiniteError(f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}; "
                                          "lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
+                masters.zero_grad(optimizer)
                 loss.backward()
-                optimizer.step()
+                masters.step(optimizer)
                 total, count = total + loss.item(), count + 1
             history.append(total / max(count, 1))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-    finally:
-        bar.close()
-        model.eval()
     return history

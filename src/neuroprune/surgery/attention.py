@@ -176,7 +176,7 @@ class HeadPrunedMultiheadAttention(nn.Module):
 
 
 def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+    return (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).reshape(-1)
 
 
 class AttentionHandler(ModuleHandler):
@@ -226,12 +226,12 @@ class AttentionHandler(ModuleHandler):
         module.out_proj.weight.data[:, _head_rows(removed, module.head_dim)] = 0
 
     def prune(self, module, keep):
-        heads = keep["heads"]
+        reference = module.out_proj.weight
+        heads = keep["heads"].to(reference.device)
         head_dim = module.head_dim
         rows = _head_rows(heads, head_dim)
         packed = module.in_proj_weight is not None
         original = getattr(module, "head_index", list(range(module.num_heads)))
-        reference = module.out_proj.weight
         new = HeadPrunedMultiheadAttention(
             module.embed_dim, len(heads), head_dim, kdim=module.kdim, vdim=module.vdim,
             dropout=module.dropout, bias=module.in_proj_bias is not None,

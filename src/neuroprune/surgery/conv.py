@@ -116,7 +116,7 @@ class ConvHandler(ModuleHandler):
             if in_keep is None:
                 raise PlanError("depthwise convolution pruned on its output only; both axes must be given")
             multiplier = module.out_channels // module.in_channels
-            expected = (in_keep[:, None] * multiplier + torch.arange(multiplier)).reshape(-1)
+            expected = (in_keep[:, None] * multiplier + torch.arange(multiplier, device=in_keep.device)).reshape(-1)
             if out_keep is None or not torch.equal(out_keep, expected):
                 raise PlanError("depthwise convolution: output channels must follow the input channels they read")
             slice_parameter(module, "weight", out_keep, 0)
@@ -143,7 +143,7 @@ class ConvHandler(ModuleHandler):
 def _check_same_positions(keep: torch.Tensor, size: int, groups: int, side: str) -> torch.Tensor:
     """Positions kept within group 0, after checking every group keeps the same ones."""
     per_group = size // groups
-    mask = torch.zeros(size, dtype=torch.bool)
+    mask = torch.zeros(size, dtype=torch.bool, device=keep.device)
     mask[keep] = True
     table = mask.reshape(groups, per_group)
     if not bool((table == table[0]).all()):

@@ -105,18 +105,14 @@ def _trace_alone(module: nn.Module):
     import inspect
 
     from ..graph.trace import PruningTracer
+    from ..modes import evaluation_mode
 
     forward = type(module).forward
     concrete = {name: p.default for name, p in inspect.signature(forward).parameters.items()
                 if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
+    with evaluation_mode(module):
         tracer = PruningTracer()
         return tracer.trace(module, concrete_args=concrete or None) if concrete else tracer.trace(module)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 _MERGES = {"reshape", "view", torch.reshape}

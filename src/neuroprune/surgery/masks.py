@@ -28,7 +28,7 @@ Keep = dict[str, dict[str, torch.Tensor]]
 
 
 def _removed(size: int, kept: torch.Tensor) -> torch.Tensor:
-    mask = torch.ones(size, dtype=torch.bool)
+    mask = torch.ones(size, dtype=torch.bool, device=kept.device)
     mask[kept] = False
     return torch.nonzero(mask).flatten()
 

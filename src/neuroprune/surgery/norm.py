@@ -81,7 +81,7 @@ class LayerNormHandler(ModuleHandler):
         return flows
 
     def mask_hooks(self, module, axis, removed):
-        keep = torch.ones(module.normalized_shape[0], dtype=torch.bool)
+        keep = torch.ones(module.normalized_shape[0], dtype=torch.bool, device=removed.device)
         keep[removed] = False
         keep_index = torch.nonzero(keep).flatten()
 
@@ -131,7 +131,7 @@ class GroupNormHandler(ModuleHandler):
         index = keep["channels"]
         per_group = module.num_channels // module.num_groups
         groups = index.reshape(-1, per_group) if len(index) % per_group == 0 else None
-        if groups is None or not bool((groups == groups[:, :1] + torch.arange(per_group)).all()) or bool(
+        if groups is None or not bool((groups == groups[:, :1] + torch.arange(per_group, device=index.device)).all()) or bool(
             (groups[:, 0] % per_group != 0).any()
         ):
             raise PlanError(f"GroupNorm keeps whole groups of {per_group} channels only")

@@ -45,7 +45,7 @@ def _layers(module: nn.RNNBase) -> Iterator[tuple[int, str]]:
 
 def _gate_rows(gates: int, hidden: int, units: torch.Tensor) -> torch.Tensor:
     """Row indices of ``units`` in every gate block of a ``(gates * hidden, …)`` weight."""
-    return (torch.arange(gates)[:, None] * hidden + units[None, :]).reshape(-1)
+    return (torch.arange(gates, device=units.device)[:, None] * hidden + units[None, :]).reshape(-1)
 
 
 class RecurrentHandler(ModuleHandler):
@@ -143,10 +143,10 @@ class RecurrentHandler(ModuleHandler):
     def prune(self, module, keep):
         gates, hidden = _gates(module), module.hidden_size
         directions = 2 if module.bidirectional else 1
-        keep_hidden = keep.get("hidden", torch.arange(hidden))
+        keep_hidden = keep.get("hidden", torch.arange(hidden, device=module.weight_ih_l0.device))
         keep_input = keep.get("input")
         rows = _gate_rows(gates, hidden, keep_hidden)
-        next_columns = (torch.arange(directions)[:, None] * hidden + keep_hidden[None, :]).reshape(-1)
+        next_columns = (torch.arange(directions, device=keep_hidden.device)[:, None] * hidden + keep_hidden[None, :]).reshape(-1)
         for layer, suffix in _layers(module):
             ih, hh = f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"
             slice_parameter(module, ih, rows, 0)
