@@ -37,7 +37,12 @@ def _to_numpy(scores: torch.Tensor) -> np.ndarray:
 
 
 def _lowest_mask(values: np.ndarray, count: int) -> np.ndarray:
-    """Boolean mask of the ``count`` lowest ``values``, ties going to the lower index (no full sort)."""
+    """Boolean mask of the ``count`` lowest ``values``, ties going to the lower index (no full sort).
+
+    Example:
+        >>> _lowest_mask(np.array([0.2, 0.1, 0.2, 0.3]), 2).tolist()
+        [True, True, False, False]
+    """
     mask = np.zeros(len(values), dtype=bool)
     if count >= len(values):
         mask[:] = True
