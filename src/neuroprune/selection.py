@@ -159,7 +159,7 @@ def _global_counts(pooled: list[Group], scores: dict[str, torch.Tensor], need: i
     """
     rank_of = {name: rank for rank, name in enumerate(sorted(g.name for g in pooled))}
     values, names, caps = [], [], []
-    for index, group in enumerate(pooled):
+    for group in pooled:
         prunable = np.nonzero(group.prunable)[0]
         values.append(_to_numpy(normalise(scores[group.name]))[prunable].astype(np.float64))
         names.append(np.full(len(prunable), rank_of[group.name], dtype=np.int64))
