@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -183,7 +184,8 @@ def main() -> None:
     text = (f"# Selection speed at LLaMA-7B's FFN shape\n\n"
             f"{args.groups} groups x {args.units} units (3 members each: gate/up rows, down columns), ratio "
             f"{args.ratio}, round_to 8, scores rounded to 1e-3 (ties), best of {args.repeats}; same units chosen "
-            f"before and after (checked). torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}.\n"
+            f"before and after (checked). torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+            f"load average {os.getloadavg()[0]:.1f} at the end (shared machine: timings vary with load).\n"
             f"Reproduce: `.venv/bin/python benchmarks/selection_speed.py`\n\n{table}\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
