@@ -78,7 +78,7 @@ class DependencyGraph:
         Returns:
             module path -> axis -> sorted positions to keep (only axes that lose something).
         """
-        dropped: dict[tuple[str, str], set[int]] = {}
+        dropped: dict[tuple[str, str], np.ndarray] = {}
         for name, units in removal.items():
             units = np.asarray(units, dtype=np.int64)
             if len(units) == 0:
@@ -88,15 +88,22 @@ class DependencyGraph:
                 raise PlanError(f"group {name!r} has {group.size} units; got index {int(units.max())}")
             if not group.prunable[units].all():
                 raise PlanError(f"group {name!r}: units {units[~group.prunable[units]].tolist()} are fixed")
+            gone = np.zeros(group.size, dtype=bool)
+            gone[units] = True
             for member in group.members:
-                positions = group.removed_positions(member, units)
+                # same as group.removed_positions(member, units), without np.isin's sort
+                positions = np.nonzero(gone[np.clip(member.unit_of, 0, group.size - 1)]
+                                       & (member.unit_of >= 0) & (member.unit_of < group.size))[0]
                 if len(positions):
-                    dropped.setdefault((member.path, member.axis), set()).update(positions.tolist())
+                    key = (member.path, member.axis)
+                    if key not in dropped:
+                        dropped[key] = np.zeros(self.axis_sizes[member.path][member.axis], dtype=bool)
+                    mask = dropped[key]
+                    mask[positions[positions < len(mask)]] = True
         keep: dict[str, dict[str, torch.Tensor]] = {}
-        for (path, axis), positions in dropped.items():
-            size = self.axis_sizes[path][axis]
-            kept = sorted(set(range(size)) - positions)
-            if not kept:
+        for (path, axis), mask in dropped.items():
+            kept = np.nonzero(~mask)[0]
+            if not len(kept):
                 raise PlanError(f"{path}: removing every position of axis {axis!r}")
-            keep.setdefault(path, {})[axis] = torch.tensor(kept, dtype=torch.long)
+            keep.setdefault(path, {})[axis] = torch.from_numpy(kept.astype(np.int64))
         return keep
