@@ -87,6 +87,11 @@ def module_costs(model: nn.Module, quantity: str, example: Any = None) -> dict[s
     return costs
 
 
+def _related(owner: str, path: str) -> bool:
+    """Whether module ``path`` is ``owner``, inside it, or one of its ancestors."""
+    return owner == "" or path == owner or path.startswith(owner + ".") or owner.startswith(path + ".")
+
+
 class CostModel:
     """Parameters or FLOPs of the model for given kept widths, by arithmetic (see module docstring)."""
 
@@ -116,13 +121,15 @@ class CostModel:
         sizes = {g.name: g.size for g in graph.groups}
         full_costs = module_costs(model, quantity, example)
         paths = {g.name: {m.path for m in g.members} for g in groups}
-        # a module's own cost depends on the groups with a member in its subtree; none if it costs nothing
-        touching = {owner: [g for g in paths if any(owner == "" or p == owner or p.startswith(owner + ".")
-                                                   for p in paths[g])] if cost else []
-                    for owner, cost in full_costs.items()}
-        if max((len(v) for v in touching.values()), default=0) > MAX_GROUPS_PER_MODULE:
+        # a module's own cost depends on the groups with a member in its subtree or at an ancestor
+        # (nn.MultiheadAttention's heads resize its out_proj child); none if it costs nothing
+        # (a module costing nothing unpruned may cost something pruned: a pruned attention calls
+        # its out_proj as a module, so its FLOPs move there)
+        touching = {owner: [g for g in paths if any(_related(owner, p) for p in paths[g])] for owner in full_costs}
+        costly = [len(touching[path]) for path, cost in full_costs.items() if cost]
+        if max(costly, default=0) > MAX_GROUPS_PER_MODULE:
             return None
-        unknowns = max((len(_monomials(np.zeros((1, len(v))))[0]) for v in touching.values()), default=1)
+        unknowns = _monomials(np.zeros((1, max(costly, default=0)))).shape[1]
         rng = np.random.default_rng(seed)
         samples: list[dict[str, int]] = [{}]
         for _ in range(unknowns + 1 + checks):
@@ -148,6 +155,8 @@ class CostModel:
             y = np.array([m.get(path, 0.0) for m in measured])
             if not y.any():
                 continue
+            if _monomials(np.zeros((1, len(group_names)))).shape[1] > fit.stop:
+                return None  # more unknowns than pruned copies measured
             x = np.array([[s.get(g, sizes[g]) / sizes[g] for g in group_names] for s in samples])
             a = _monomials(x)
             coefficients = np.linalg.lstsq(a[fit], y[fit], rcond=None)[0]
