@@ -92,6 +92,14 @@ class _CostMeter:
         self.quantity = quantity
         self.example = task.make_input(1)
         self.full = self._measure(work)
+        self.skip = {n for n, s in settings.items() if s.ignore}
+        self.min_widths = {n: s.min_width for n, s in settings.items()}
+        self.sizes = {g.name: g.size for g in graph.groups}
+        self.cost = None  # latency is measured; FLOPs and parameters come from the analytic model
+        if quantity in ("params", "flops"):
+            from .cost_model import CostModel
+
+            self.cost = CostModel.record(work, graph, quantity, self.example, skip=self.skip, min_widths=self.min_widths)
 
     def _measure(self, model: nn.Module) -> float:
         if self.quantity == "params":
@@ -100,13 +108,17 @@ class _CostMeter:
             return measure_latency_ms(model, self.task.make_input(32), runs=15, warmup=3)
         return float(count_flops(model, self.example))
 
+    def _counts(self, ratios: dict[str, float]) -> dict[str, int]:
+        return counts_for_ratio(self.graph, self.scores, {}, 0.0, ratios=ratios, min_widths=self.min_widths,
+                                skip=self.skip)
+
     def keep(self, ratios: dict[str, float]):
-        skip = {n for n, s in self.settings.items() if s.ignore}
-        min_widths = {n: s.min_width for n, s in self.settings.items()}
-        counts = counts_for_ratio(self.graph, self.scores, {}, 0.0, ratios=ratios, min_widths=min_widths, skip=skip)
-        return self.graph.keep_indices(select_units(self.graph, self.scores, counts))
+        return self.graph.keep_indices(select_units(self.graph, self.scores, self._counts(ratios)))
 
     def fraction(self, ratios: dict[str, float]) -> float:
+        if self.cost is not None:
+            removed = self._counts(ratios)
+            return self.cost.value({n: self.sizes[n] - k for n, k in removed.items() if k}) / self.full
         keep = self.keep(ratios)
         return self._measure(apply_keep(self.work, keep)) / self.full if keep else 1.0
 
