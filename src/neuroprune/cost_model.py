@@ -63,19 +63,9 @@ def module_costs(model: nn.Module, quantity: str, example: Any = None) -> dict[s
             seen.update(id(p) for p in own)
             costs[path] = float(sum(p.numel() for p in own))
         return costs
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from .report.metrics import run_flop_counter
 
-    from .report.metrics import _eval_mode, _forward
-
-    counter = FlopCounterMode(display=False)
-    fast_path = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with _eval_mode(model), torch.no_grad(), counter:
-            _forward(model, example)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast_path)
+    counter = run_flop_counter(model, example)
     root = type(model).__name__
     totals = {k: float(sum(v.values())) for k, v in counter.get_flop_counts().items()}
     subtree = {path: totals.get(f"{root}.{path}" if path else root, 0.0) for path, _ in model.named_modules()}

@@ -107,6 +107,12 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
         >>> count_flops(torch.nn.Linear(64, 128), torch.randn(1, 64))
         16384
     """
+    return int(run_flop_counter(model, example_input).get_total_flops())
+
+
+def run_flop_counter(model: nn.Module, example_input: Any) -> FlopCounterMode:
+    """One forward of ``model`` under a ``FlopCounterMode`` (eval mode, no gradients, the fused
+    attention fast path off); the counter holds the FLOPs per module (``get_flop_counts()``)."""
     counter = FlopCounterMode(display=False)
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -115,7 +121,7 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
             _forward(model, example_input)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
-    return int(counter.get_total_flops())
+    return counter
 
 
 def serialized_size_bytes(model: nn.Module) -> int:
