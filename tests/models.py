@@ -67,3 +67,16 @@ def toy_data(n_features: int = 6, classes: int = 3, n: int = 120, seed: int = 0)
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def masked_and_pruned(model: nn.Module, keep, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module, torch.Tensor]:
+    """The model's output with ``keep`` applied as masks, the physically pruned copy, and its output
+    (the two outputs must agree: masked == removed)."""
+    from neuroprune import apply_masks
+    from neuroprune.surgery.apply import apply_keep
+
+    with torch.no_grad():
+        with apply_masks(model, keep):
+            masked = model(x)
+        pruned = apply_keep(model, keep)
+        return masked, pruned, pruned(x)

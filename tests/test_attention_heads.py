@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import count_params, toy_data
+from models import count_params, toy_data, masked_and_pruned
 from vision_blocks import (
     MaxViTStyleAttention,
     Mlp,
@@ -24,7 +24,7 @@ from vision_blocks import (
     window_attention,
 )
 
-from neuroprune import ClassificationTask, PruneConfig, PruningPlan, apply_masks, apply_plan, discover, load, prune, save
+from neuroprune import ClassificationTask, PruneConfig, PruningPlan, apply_plan, discover, load, prune, save
 from neuroprune.errors import ConfigError, UnsupportedModuleError
 from neuroprune.graph import ops
 from neuroprune.graph.attention_ops import opaque_attention_rule
@@ -85,10 +85,7 @@ def test_masked_equals_pruned_params_drop_and_reload_exact(kind, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         reference = model(x)
-        with apply_masks(model, keep):
-            masked = model(x)
-        pruned = apply_keep(model, keep)
-        out = pruned(x)
+    masked, pruned, out = masked_and_pruned(model, keep, x)
     torch.testing.assert_close(masked, out, rtol=1e-5, atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # masks lifted bit for bit
     assert out.shape == reference.shape and not torch.allclose(out, reference)
@@ -172,11 +169,8 @@ def test_masked_equals_pruned_over_head_counts_and_dims(heads, head_dim, kind, s
     rng = np.random.default_rng(seed)
     removal = {g.name: np.sort(rng.choice(g.size, size=int(rng.integers(0, g.size)), replace=False)) for g in graph.groups}
     keep = graph.keep_indices(removal)
-    with torch.no_grad():
-        with apply_masks(model, keep):
-            masked = model(x)
-        pruned = apply_keep(model, keep)
-        torch.testing.assert_close(pruned(x), masked, rtol=1e-5, atol=1e-5)
+    masked, pruned, out = masked_and_pruned(model, keep, x)
+    torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-5)
     assert count_params(pruned) == expected_linear_params(model, keep)
 
 
@@ -275,11 +269,8 @@ def test_einsum_attention_as_in_maxvit(bias, tmp_path):
         return
     assert graph.group("1.to_qkv").size == 4
     keep = graph.keep_indices({"1.to_qkv": np.array([0, 3])})
-    with torch.no_grad():
-        with apply_masks(model, keep):
-            masked = model(x)
-        pruned = apply_keep(model, keep)
-        torch.testing.assert_close(pruned(x), masked, rtol=1e-5, atol=1e-6)
+    masked, pruned, out = masked_and_pruned(model, keep, x)
+    torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-6)
     assert pruned[1].n_heads == 2 and "forward" in pruned[1].__dict__  # D from x.size() merged with -1
     plan = PruningPlan().compose(keep, graph.module_types, graph.axis_sizes)
     save(tmp_path / "out", pruned, plan)

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models import mlp, toy_data
+from models import mlp
 
 from neuroprune import ClassificationTask, PruneConfig, prune
 from neuroprune.budget import Budget, search_budget
 from neuroprune.errors import ConfigError, UnknownNameError
 from neuroprune.gradual import GradualPruner, agp_fraction, linear_fraction
-from neuroprune.recover.finetune import finetune
 from neuroprune.sensitivity import analyse_sensitivity, format_sensitivity
 from neuroprune.zoo import build_model
 
 FAST = dict(progress=False, latency_runs=1, tolerance=1.0)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    task = ClassificationTask(toy_data(n=240), batch_size=16)
-    model = mlp((6, 24, 16, 3))
-    finetune(model, task, epochs=20, progress=False)
-    return model, task
 
 
 def test_sensitivity_curves(trained):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import count_params, randomise_norm_statistics
+from models import count_params, randomise_norm_statistics, masked_and_pruned
 from vision_blocks import InvertedResidual, TinyShuffleNet, channel_shuffle
 
 from neuroprune import PruningPlan, apply_masks, apply_plan, discover, load, save
@@ -91,10 +91,7 @@ def test_shufflenet_unit_masked_equals_pruned_and_reloads(tmp_path):
     keep = graph.keep_indices(removal)
     with torch.no_grad():
         reference = model(x)
-        with apply_masks(model, keep):
-            masked = model(x)
-        pruned = apply_keep(model, keep)
-        out = pruned(x)
+    masked, pruned, out = masked_and_pruned(model, keep, x)
     torch.testing.assert_close(masked, out, rtol=1e-5, atol=1e-5)
     assert out.shape == reference.shape and count_params(pruned) < count_params(model)
     check_widths(pruned, keep)
@@ -116,11 +113,8 @@ def test_masked_equals_pruned_on_shufflenet_units(width, seed):
         candidates = np.nonzero(group.prunable)[0]
         removal[group.name] = np.sort(rng.choice(candidates, size=int(rng.integers(0, len(candidates))), replace=False))
     keep = graph.keep_indices(removal)
-    with torch.no_grad():
-        with apply_masks(model, keep):
-            masked = model(x)
-        pruned = apply_keep(model, keep)
-        torch.testing.assert_close(pruned(x), masked, rtol=1e-4, atol=1e-5)
+    masked, pruned, out = masked_and_pruned(model, keep, x)
+    torch.testing.assert_close(out, masked, rtol=1e-4, atol=1e-5)
     check_widths(pruned, keep)
 
 

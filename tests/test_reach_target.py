@@ -21,15 +21,6 @@ from neuroprune.report.table import format_report
 FAST = dict(progress=False, latency_runs=1)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    task = ClassificationTask(toy_data(n=240), batch_size=16)
-    model = mlp((6, 24, 16, 3))
-    finetune(model, task, epochs=20, progress=False)
-    return model, task
-
-
 def _live_width(model: nn.Module) -> int:
     """Neurons of the first hidden layer that are not masked away: the layer reading them (a mask
     zeroes what reads a removed neuron) has a non-zero column for each."""
