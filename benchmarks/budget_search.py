@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from neuroprune import ClassificationTask, PruneConfig, prune
-from neuroprune.budget import Budget, search_budget
+from neuroprune.analysis.budget import Budget, search_budget
 from neuroprune.data import load_digits
-from neuroprune.recover.finetune import finetune
-from neuroprune.report.metrics import count_flops
-from neuroprune.sensitivity import analyse_sensitivity
-from neuroprune.zoo import build_model
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.metrics import count_flops
+from neuroprune.analysis.sensitivity import analyse_sensitivity
+from neuroprune.models.zoo import build_model
 
 MODELS = {"lenet5": 32, "resnet56": 16, "mobilenetv2": 16}  # name -> digits image size
 

@@ -18,11 +18,11 @@ from unittest import mock
 import torch
 
 from neuroprune import ClassificationTask, PruneConfig
-from neuroprune.budget import Budget, search_budget
-from neuroprune.cost_model import CostModel
+from neuroprune.analysis.budget import Budget, search_budget
+from neuroprune.torch.cost_model import CostModel
 from neuroprune.data import load_digits
-from neuroprune.sensitivity import analyse_sensitivity
-from neuroprune.zoo import build_model
+from neuroprune.analysis.sensitivity import analyse_sensitivity
+from neuroprune.models.zoo import build_model
 
 
 def timed_search(model, task, config, budget, sensitivity, *, analytic: bool):

@@ -49,13 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import neuroprune as npr
-from neuroprune.graph.discover import discover
-from neuroprune.report.metrics import count_flops, count_parameters
-from neuroprune.scoring import ScoringInput, score
-from neuroprune.selection import counts_for_ratio, select_units
-from neuroprune.stats import collect_statistics
-from neuroprune.surgery.apply import apply_keep
-from neuroprune.zoo import build_model
+from neuroprune.torch.graph.discover import discover
+from neuroprune.torch.metrics import count_flops, count_parameters
+from neuroprune.core.criteria import ScoringInput, score
+from neuroprune.core.selection import counts_for_ratio, select_units
+from neuroprune.torch.stats import collect_statistics
+from neuroprune.torch.surgery import apply_keep
+from neuroprune.models.zoo import build_model
 
 RATIO = 0.5
 
@@ -461,8 +461,8 @@ def section_diagnosis(runs: int, threads: int, out: io.StringIO) -> dict[str, fl
 @contextmanager
 def _instrumented_recording(seconds: dict[str, float]):
     """Time neuroprune's own recording code inside ``collect_statistics`` (private helpers of
-    ``neuroprune.stats``; skipped silently if they were renamed)."""
-    import neuroprune.stats as stats_module
+    ``neuroprune.torch.stats``; skipped silently if they were renamed)."""
+    import neuroprune.torch.stats as stats_module
 
     patched = []
     observer = getattr(stats_module, "_ActivationObserver", None)
@@ -555,7 +555,7 @@ def section_statistics(reps: int, out: io.StringIO) -> dict[str, float]:
               f"Median of {reps} repetitions, alternating (order swapped every repetition), after a "
               "one-batch warm-up of each. The last-but-one column is the share of the statistics pass "
               "spent inside neuroprune's recording code (activation hooks' reductions and gradient "
-              "accumulation, timed by wrapping `neuroprune.stats` helpers): a noise-robust estimate "
+              "accumulation, timed by wrapping `neuroprune.torch.stats` helpers): a noise-robust estimate "
               "of the overhead, since the rest is the same forward/backward.\n\n")
     out.write(table(["comparison", "statistics ms", "plain ms", "ratio of medians",
                      "median of per-rep ratios", "time in recording code", "target"], rows) + "\n\n")

@@ -39,9 +39,9 @@ import torch.nn.utils.prune as torch_prune
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.recover.finetune import finetune
-from neuroprune.task import ClassificationTask
-from neuroprune.zoo import build_model
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.models.zoo import build_model
 
 DENSE_EPOCHS = 30
 FINETUNE_EPOCHS = 5
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Model `mlp` 64-128-64-10 (ReLU) on scikit-learn digits, fixed split `load_digits(seed=0)` "
         f"({len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test); "
         f"seeds {seeds} vary initialisation and shuffles.",
-        f"- Dense: {DENSE_EPOCHS} epochs Adam lr {LEARNING_RATE:g} batch 64 (`neuroprune.recover.finetune`). "
+        f"- Dense: {DENSE_EPOCHS} epochs Adam lr {LEARNING_RATE:g} batch 64 (`neuroprune.torch.recover.finetune`). "
         f"Every method starts from the same trained dense model per seed; fine-tuning is always "
         f"{FINETUNE_EPOCHS} epochs of the same `finetune` (KD settings: lr {KD_LEARNING_RATE:g}, cross-entropy "
         f"blended with the KL divergence to the dense model's predictions, weight {KD_WEIGHT}, temperature 4).",

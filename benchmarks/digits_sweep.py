@@ -11,7 +11,7 @@ fine-tuning budget for every tool:
 * A. raw quality curve, no fine-tuning: every neuroprune criterion without and with least-squares
   reconstruction (``PruneConfig(tolerance=1.0)``: no rollback), Torch-Pruning 1.6.1 ``MetaPruner``
   with magnitude (L2) and Taylor importance, ``torch.nn.utils.prune.ln_structured`` masks;
-* B. 5 epochs of the same ``neuroprune.recover.finetune`` at lr 1e-3 and 3e-3 for neuroprune
+* B. 5 epochs of the same ``neuroprune.torch.recover.finetune`` at lr 1e-3 and 3e-3 for neuroprune
   magnitude / taylor, Torch-Pruning magnitude / Taylor and ``ln_structured``; neuroprune's recipe
   with magnitude, taylor and obs (reconstruction + 5 epochs at lr 3e-3 with knowledge distillation from the dense model, weight
   0.7); the recipe without distillation, and Torch-Pruning magnitude and neuroprune magnitude
@@ -50,10 +50,10 @@ from omp_policy import POLICIES, reexec_with_omp_policy
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.recover.finetune import finetune
-from neuroprune.report.metrics import count_parameters, serialized_size_bytes
-from neuroprune.task import ClassificationTask
-from neuroprune.zoo import build_model
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.metrics import count_parameters, serialized_size_bytes
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.models.zoo import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_mlp import DENSE_EPOCHS, HIDDEN, hidden_widths  # noqa: E402  (same dense training and widths)
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- Model `mlp` 64-128-64-10 (ReLU) on scikit-learn digits, fixed split `load_digits(seed=0)` "
         f"({len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test). Per seed one dense model, "
-        f"trained {DENSE_EPOCHS} epochs (Adam lr {DENSE_LR:g}, batch 64, `neuroprune.recover.finetune`); "
+        f"trained {DENSE_EPOCHS} epochs (Adam lr {DENSE_LR:g}, batch 64, `neuroprune.torch.recover.finetune`); "
         f"the same dense models as `digits_mlp.py`; dense test accuracy {statistics.fmean(dense_accs):.3f} ± "
         f"{statistics.stdev(dense_accs) if len(dense_accs) > 1 else 0:.3f}. Every method starts from that model.",
         f"- One-shot removal of the hidden neurons of fc1 and fc2 (classifier kept). Hidden widths kept, the same "
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{latency_runs} forwards per model after {max(10, latency_runs // 10)} warm-up rounds, all "
         f"{len(size_raw)} models timed round-robin in one loop (order rotated every round) so that machine "
         "load hits them alike. Parameters count `weight_orig` for masked layers (the mask is a buffer); "
-        "safetensors bytes = `neuroprune.report.metrics.serialized_size_bytes` (state dict incl. masks).",
+        "safetensors bytes = `neuroprune.torch.metrics.serialized_size_bytes` (state dict incl. masks).",
         "",
         *size_lines,
         "",

@@ -4,7 +4,7 @@ For each zoo model (``mlp``, ``lenet5``, ``resnet18`` at 32x32, ``transformer``;
 as the CLI does), built with seed 0:
 
 1. prune 50 % with the magnitude criterion (``neuroprune.prune``, ``tolerance=1.0``, one step);
-2. export the dense and the pruned model with ``neuroprune.export.export_onnx`` (dynamic batch
+2. export the dense and the pruned model with ``neuroprune.torch.export.export_onnx`` (dynamic batch
    axis, checked against PyTorch with onnxruntime at two batch sizes by the exporter itself);
 3. time, at batch 1 and 32, PyTorch dense, PyTorch pruned, onnxruntime dense and onnxruntime
    pruned round-robin in one loop (one call of each per round, the order rotated every round,
@@ -45,10 +45,10 @@ from omp_policy import POLICIES, reexec_with_omp_policy
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.export import export_onnx
-from neuroprune.report.metrics import count_flops, count_parameters
-from neuroprune.task import ClassificationTask
-from neuroprune.zoo import build_model, zoo_entry
+from neuroprune.torch.export import export_onnx
+from neuroprune.torch.metrics import count_flops, count_parameters
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.models.zoo import build_model, zoo_entry
 
 MODELS = ("mlp", "lenet5", "resnet18", "transformer")
 RATIO = 0.5
@@ -203,7 +203,7 @@ def render(rows: list[dict], args, runs: int, warmup: int, threads: int, elapsed
         "",
         f"- Zoo models sized for digits (input shapes below), seed 0, untrained (latency does not depend on the "
         f"weights). Pruned with `neuroprune.prune(model, task, PruneConfig(criterion=\"magnitude\", ratio={RATIO}, "
-        "tolerance=1.0))`, exported with `neuroprune.export.export_onnx(model, x_test[:2], path)` (classic "
+        "tolerance=1.0))`, exported with `neuroprune.torch.export.export_onnx(model, x_test[:2], path)` (classic "
         "TorchScript-based exporter, dynamic batch axis; the exporter checks the file with onnxruntime at batch 2 "
         "and 3).",
         f"- Latency: {how}. Inputs: the first 1 / 32 digits test samples.",
@@ -234,7 +234,7 @@ def render(rows: list[dict], args, runs: int, warmup: int, threads: int, elapsed
         "",
         "Speed-ups are ratios of medians, slower / faster: > 1 means the pruned model (pruning speed-up columns) or "
         "the onnxruntime file (ORT vs PyTorch columns) is faster. Interquartile ranges are in "
-        "`export_latency.json`. MACs: one sample, `neuroprune.report.metrics.count_flops` / 2, counted with "
+        "`export_latency.json`. MACs: one sample, `neuroprune.torch.metrics.count_flops` / 2, counted with "
         "`nn.MultiheadAttention`'s fused fast path switched off (`torch.backends.mha.set_fastpath_enabled(False)`), "
         "since `torch.utils.flop_counter` does not see the fused kernel (current `count_flops` does this itself); "
         "the timed PyTorch dense transformer does use the fast path, as users get it.",

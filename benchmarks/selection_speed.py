@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuroprune.graph.groups import DependencyGraph, Group, GroupMember
-from neuroprune.selection import counts_for_ratio, normalise, select_units
+from neuroprune.core.groups import DependencyGraph, Group, GroupMember
+from neuroprune.core.selection import counts_for_ratio, normalise, select_units
 
 # ---- reference: the selection code before vectorisation (unchanged copy) --------------------
 

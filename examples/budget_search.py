@@ -18,11 +18,11 @@ from dataclasses import replace
 import torch
 
 import neuroprune as npr
-from neuroprune.budget import Budget, search_budget
+from neuroprune.analysis.budget import Budget, search_budget
 from neuroprune.data import load_digits
-from neuroprune.recover.finetune import finetune
-from neuroprune.report.metrics import count_flops
-from neuroprune.sensitivity import analyse_sensitivity, format_sensitivity
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.metrics import count_flops
+from neuroprune.analysis.sensitivity import analyse_sensitivity, format_sensitivity
 
 
 def flops_fraction(dense, pruned, x) -> float:

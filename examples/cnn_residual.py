@@ -19,7 +19,7 @@ import torch.nn as nn
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.recover.finetune import finetune
+from neuroprune.torch.recover.finetune import finetune
 
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:

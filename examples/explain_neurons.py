@@ -17,8 +17,8 @@ import torch
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.explain import explain
-from neuroprune.recover.finetune import finetune
+from neuroprune.analysis.explain import explain
+from neuroprune.torch.recover.finetune import finetune
 from neuroprune.report.scores_csv import write_scores_csv
 
 

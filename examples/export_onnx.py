@@ -18,9 +18,9 @@ import torch
 
 import neuroprune as npr
 from neuroprune.data import load_data
-from neuroprune.export import export_onnx
-from neuroprune.recover.finetune import finetune
-from neuroprune.zoo import zoo_entry
+from neuroprune.torch.export import export_onnx
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.models.zoo import zoo_entry
 
 
 def main(argv: list[str] | None = None) -> dict:

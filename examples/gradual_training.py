@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import neuroprune as npr
 from neuroprune.data import iterate_batches, load_digits
-from neuroprune.gradual import GradualPruner
+from neuroprune.analysis.gradual import GradualPruner
 
 
 def accuracy(model, x, y) -> float:

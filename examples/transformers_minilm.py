@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from neuroprune.adapters.hf import load_model, load_pretrained
-    from neuroprune.text_task import TextTask, read_sentences, stdlib_sentences
+    from neuroprune.hf.adapter import load_model, load_pretrained
+    from neuroprune.tasks.text import TextTask, read_sentences, stdlib_sentences
 
     if args.tiny:
         model, tokenizer = tiny_bert_and_tokenizer(args.seed)

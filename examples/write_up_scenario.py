@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import neuroprune as npr
 from neuroprune.data import load_npz
-from neuroprune.recover.finetune import finetune
+from neuroprune.torch.recover.finetune import finetune
 from neuroprune.report.table import format_report
 
 

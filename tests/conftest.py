@@ -22,7 +22,7 @@ def trained():
     from models import mlp, toy_data
 
     from neuroprune import ClassificationTask
-    from neuroprune.recover.finetune import finetune
+    from neuroprune.torch.recover.finetune import finetune
 
     torch.manual_seed(0)
     task = ClassificationTask(toy_data(n=240), batch_size=16)

@@ -73,7 +73,7 @@ def masked_and_pruned(model: nn.Module, keep, x: torch.Tensor) -> tuple[torch.Te
     """The model's output with ``keep`` applied as masks, the physically pruned copy, and its output
     (the two outputs must agree: masked == removed)."""
     from neuroprune import apply_masks
-    from neuroprune.surgery.apply import apply_keep
+    from neuroprune.torch.surgery import apply_keep
 
     with torch.no_grad():
         with apply_masks(model, keep):

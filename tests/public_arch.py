@@ -187,9 +187,9 @@ def prune_with_neuroprune(arch: Arch, ratio: float = 0.4, *, ignore_untraceable:
                           seed: int = 0) -> Outcome:
     """Magnitude scores, ``ratio`` of every group's units removed; masked vs removed vs reloaded."""
     import neuroprune as npr
-    from neuroprune.scoring import ScoringInput, score
-    from neuroprune.selection import counts_for_ratio, select_units
-    from neuroprune.surgery.apply import apply_keep
+    from neuroprune.core.criteria import ScoringInput, score
+    from neuroprune.core.selection import counts_for_ratio, select_units
+    from neuroprune.torch.surgery import apply_keep
 
     model = build_seeded(arch, seed)
     torch.manual_seed(seed + 1)

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from models import randomise_norm_statistics
 
 from neuroprune import PruningPlan, apply_masks, apply_plan, discover
-from neuroprune.selection import lowest_units
-from neuroprune.surgery.apply import apply_keep
-from neuroprune.surgery.attention import HeadPrunedMultiheadAttention
-from neuroprune.zoo import ZOO, build_model
+from neuroprune.core.selection import lowest_units
+from neuroprune.torch.surgery import apply_keep
+from neuroprune.torch.layers.attention import HeadPrunedMultiheadAttention
+from neuroprune.models.zoo import ZOO, build_model
 
 
 def fresh_like(module: nn.Module) -> nn.Module | None:

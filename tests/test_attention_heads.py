@@ -25,10 +25,10 @@ from vision_blocks import (
 )
 
 from neuroprune import ClassificationTask, PruneConfig, PruningPlan, apply_plan, discover, load, prune, save
-from neuroprune.errors import ConfigError, UnsupportedModuleError
-from neuroprune.graph import ops
-from neuroprune.graph.attention_ops import opaque_attention_rule
-from neuroprune.surgery.apply import apply_keep
+from neuroprune.core.errors import ConfigError, UnsupportedModuleError
+from neuroprune.torch.graph import ops
+from neuroprune.torch.graph.attention_ops import opaque_attention_rule
+from neuroprune.torch.surgery import apply_keep
 
 ATTENTIONS = {
     "timm-sdpa": functools.partial(TimmAttention, num_heads=4),

@@ -7,11 +7,11 @@ import torch
 from models import mlp
 
 from neuroprune import ClassificationTask, PruneConfig, prune
-from neuroprune.budget import Budget, search_budget
-from neuroprune.errors import ConfigError, UnknownNameError
-from neuroprune.gradual import GradualPruner, agp_fraction, linear_fraction
-from neuroprune.sensitivity import analyse_sensitivity, format_sensitivity
-from neuroprune.zoo import build_model
+from neuroprune.analysis.budget import Budget, search_budget
+from neuroprune.core.errors import ConfigError, UnknownNameError
+from neuroprune.analysis.gradual import GradualPruner, agp_fraction, linear_fraction
+from neuroprune.analysis.sensitivity import analyse_sensitivity, format_sensitivity
+from neuroprune.models.zoo import build_model
 
 FAST = dict(progress=False, latency_runs=1, tolerance=1.0)
 
@@ -32,7 +32,7 @@ def test_sensitivity_curves(trained):
 def test_budget_search_hits_flops_within_two_percent(name, target):
     torch.manual_seed(0)
     from neuroprune.data import load_digits
-    from neuroprune.zoo import ZOO
+    from neuroprune.models.zoo import ZOO
 
     entry = ZOO[name]
     data = load_digits(layout=entry.layout, image_size=16 if name == "resnet56" else entry.image_size)

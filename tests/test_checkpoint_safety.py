@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from models import mlp, toy_data
 
-import neuroprune.atomic as atomic
+import neuroprune.core.atomic as atomic
 from neuroprune import ClassificationTask, PruneConfig, load, prune, read_plan, save
-from neuroprune.checkpoint import STATE_FILE, is_checkpoint
-from neuroprune.errors import CheckpointError, NeuropruneError, PlanError
-from neuroprune.io import MODEL_FILE, PLAN_FILE, WEIGHTS_SHA256
+from neuroprune.torch.checkpoint import STATE_FILE, is_checkpoint
+from neuroprune.core.errors import CheckpointError, NeuropruneError, PlanError
+from neuroprune.torch.io import MODEL_FILE, PLAN_FILE, WEIGHTS_SHA256
 
 BUILD = lambda: mlp((6, 16, 12, 3))  # noqa: E731
 FAST = dict(criterion="magnitude", tolerance=1.0, progress=False, latency_runs=1)
@@ -94,7 +94,7 @@ KILL_BETWEEN_RENAMES = """
 import os, sys
 sys.path[:0] = [{src!r}, {tests!r}]
 import torch
-import neuroprune.atomic as atomic
+import neuroprune.core.atomic as atomic
 from neuroprune import ClassificationTask, PruneConfig, prune
 from models import mlp, toy_data
 task = ClassificationTask(toy_data(), batch_size=16)
@@ -367,9 +367,9 @@ def test_checkpoint_into_an_empty_folder_is_fine(task, tmp_path):
 def test_cli_resume_with_other_weights_is_refused_naming_them(tmp_path, monkeypatch, capsys):
     import safetensors.torch
 
-    import neuroprune.schedule as schedule
+    import neuroprune.core.loop as schedule
     from neuroprune.cli.main import main
-    from neuroprune.zoo import build_model
+    from neuroprune.models.zoo import build_model
 
     for seed, name in ((0, "a.safetensors"), (1, "b.safetensors")):
         torch.manual_seed(seed)
@@ -423,7 +423,7 @@ def test_a_failure_at_any_rename_leaves_the_old_or_the_new_folder(results, tmp_p
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_fingerprint_covers_every_dtype_and_zero_dim_buffers(dtype):
-    from neuroprune.fingerprint import fingerprint_model
+    from neuroprune.torch.fingerprint import fingerprint_model
 
     model = mlp((6, 16, 3), norm="bn").to(dtype)  # BatchNorm's num_batches_tracked is a 0-dim int64
     same = mlp((6, 16, 3), norm="bn").to(dtype)

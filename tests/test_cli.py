@@ -28,7 +28,7 @@ def test_demo_writes_folder_and_report(tmp_path, capsys):
                                 {"name": "fc2", "width_before": 64, "width_after": 16, "fixed_units": 0, "kept_because": []}]
     assert {"target_ratio", "removed", "accuracy", "accepted"} <= set(report["steps"][0])
     assert report["config"]["criterion"] == "rank" and report["after"]["accuracy"] > 0.9
-    from neuroprune.zoo import build_model
+    from neuroprune.models.zoo import build_model
     assert load(tmp_path / "demo", lambda: build_model("mlp")).fc1.out_features == 32
 
 
@@ -135,7 +135,7 @@ def test_command_line_options_override_the_config_file(tmp_path):
 
 
 def test_resume_from_the_command_line(tmp_path, monkeypatch):
-    import neuroprune.schedule as schedule
+    import neuroprune.core.loop as schedule
 
     real = schedule._run_step
     calls = []

@@ -1,4 +1,4 @@
-"""The analytic cost model (neuroprune.cost_model) against a real count on the pruned model.
+"""The analytic cost model (neuroprune.torch.cost_model) against a real count on the pruned model.
 
 For random keep sets, the parameters and FLOPs the model predicts from the kept widths alone must
 equal ``count_parameters`` and ``FlopCounterMode`` on the physically pruned model.
@@ -14,11 +14,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neuroprune.adapters import adapter_for
-from neuroprune.cost_model import CostModel, module_costs
-from neuroprune.report.metrics import count_flops, count_parameters
-from neuroprune.surgery.apply import apply_keep
-from neuroprune.zoo import build_model
+from neuroprune.torch.adapters import adapter_for
+from neuroprune.torch.cost_model import CostModel, module_costs
+from neuroprune.torch.metrics import count_flops, count_parameters
+from neuroprune.torch.surgery import apply_keep
+from neuroprune.models.zoo import build_model
 
 INPUTS = {  # zoo model -> example input shape (ResNet-56 on small 8x8 images to stay fast)
     "mlp": (1, 64),
@@ -76,7 +76,7 @@ def test_module_costs_sum_to_the_model_total():
 
 
 def test_a_module_with_too_many_groups_gives_no_model_and_budget_search_measures(monkeypatch):
-    import neuroprune.cost_model as cost_model
+    import neuroprune.torch.cost_model as cost_model
 
     model, example, graph, _ = recorded("mlp")
     monkeypatch.setattr(cost_model, "MAX_GROUPS_PER_MODULE", 0)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroprune.data import DataSplits, iterate_batches, load_data, load_digits, load_npz
-from neuroprune.errors import DataError, UnknownNameError
+from neuroprune.core.errors import DataError, UnknownNameError
 
 SPLITS = ("train", "val", "test")
 

@@ -18,16 +18,16 @@ from torch.overrides import TorchFunctionMode
 
 import neuroprune as npr
 from neuroprune.data import load_digits
-from neuroprune.errors import NonFiniteError
-from neuroprune.graph.discover import discover
-from neuroprune.modes import evaluation_mode, training_mode
-from neuroprune.recover.finetune import finetune
-from neuroprune.stats import collect_statistics
-from neuroprune.surgery import attention, rnn
-from neuroprune.surgery.conv import ConvHandler
-from neuroprune.surgery.masks import _removed
-from neuroprune.surgery.norm import GroupNormHandler, LayerNormHandler
-from neuroprune.surgery.registry import handler_for
+from neuroprune.core.errors import NonFiniteError
+from neuroprune.torch.graph.discover import discover
+from neuroprune.torch.modes import evaluation_mode, training_mode
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.stats import collect_statistics
+from neuroprune.torch.layers import attention, rnn
+from neuroprune.torch.layers.conv import ConvHandler
+from neuroprune.torch.masks import _removed
+from neuroprune.torch.layers.norm import GroupNormHandler, LayerNormHandler
+from neuroprune.torch.layers.registry import handler_for
 
 
 class MixedMLP(nn.Module):

@@ -136,7 +136,7 @@ def run_block(block: Block, cwd: Path) -> None:
 @pytest.fixture
 def doc_folder(tmp_path, monkeypatch):
     """A temporary working folder with examples/ in it, cleaned of the modules it defined afterwards."""
-    from neuroprune.scoring import registry
+    from neuroprune.core.criteria import registry
 
     (tmp_path / "examples").symlink_to(EXAMPLES, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
@@ -232,7 +232,7 @@ def test_api_page_lists_only_real_names_and_every_top_level_one():
     names = re.findall(r"^\| `(neuroprune(?:\.\w+)*)", text, flags=re.M)
     assert len(names) > 80
     for name in names:
-        if name.startswith("neuroprune.adapters.hf") or name.startswith("neuroprune.text_task"):
+        if name.startswith("neuroprune.hf.adapter") or name.startswith("neuroprune.tasks.text"):
             pytest.importorskip("transformers")
         try:
             _resolve(name)
@@ -249,7 +249,7 @@ def test_api_page_signatures_name_real_parameters():
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     has_hf = importlib.util.find_spec("transformers") is not None
     for name, arguments in re.findall(r"^\| `(neuroprune(?:\.\w+)+)\(([^`]*)\)`", text, flags=re.M):
-        if name.startswith(("neuroprune.adapters.hf", "neuroprune.text_task")) and not has_hf:
+        if name.startswith(("neuroprune.hf.adapter", "neuroprune.tasks.text")) and not has_hf:
             continue
         arguments = re.sub(r"\([^()]*\)", "", arguments)  # tuple defaults such as (0.1, ..., 0.9)
         obj = _resolve(name)
@@ -265,10 +265,10 @@ def test_api_page_signatures_name_real_parameters():
 
 MODULES = sorted(info.name for info in pkgutil.walk_packages(neuroprune.__path__, "neuroprune."))
 SLOW_MODULES = {
-    "neuroprune.text_task": "its examples parse numpy's and the standard library's sources (~7 s)",
+    "neuroprune.tasks.text": "its examples parse numpy's and the standard library's sources (~7 s)",
 }
-HF_MODULES = {"neuroprune.adapters.hf", "neuroprune.adapters.hf_families", "neuroprune.recover.distill",
-              "neuroprune.surgery.hf_conv1d"}
+HF_MODULES = {"neuroprune.hf.adapter", "neuroprune.hf.families", "neuroprune.torch.recover.distill",
+              "neuroprune.torch.layers.hf_conv1d"}
 
 
 @pytest.mark.parametrize("name", MODULES)

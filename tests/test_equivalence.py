@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from models import AttributeMLP, count_params, mlp, randomise_norm_statistics
 
 from neuroprune import PruningPlan, apply_masks, apply_plan, discover
-from neuroprune.surgery.apply import apply_keep
+from neuroprune.torch.surgery import apply_keep
 
 
 def random_removal(graph, rng):

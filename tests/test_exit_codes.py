@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import neuroprune.cli.criteria as criteria_cli
-import neuroprune.schedule as schedule
+import neuroprune.core.loop as schedule
 from neuroprune.cli.main import BUG_HINT, main
 
 QUICK = ["--train-epochs", "0", "--criterion", "magnitude", "--tolerance", "1", "--quiet", "--latency-runs", "1"]

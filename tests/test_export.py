@@ -11,10 +11,10 @@ import torch.nn as nn
 
 import neuroprune
 from neuroprune.cli import export as export_cli
-from neuroprune.errors import CheckpointError, ConfigError, OutputExistsError, UnknownNameError
-from neuroprune.export import (ExportCheck, ExportError, export_folder, export_model, export_onnx, export_program,
+from neuroprune.core.errors import CheckpointError, ConfigError, OutputExistsError, UnknownNameError
+from neuroprune.torch.export import (ExportCheck, ExportError, export_folder, export_model, export_onnx, export_program,
                                export_torchscript, load_folder_for_export, parse_input_shape)
-from neuroprune.surgery.attention import HeadPrunedMultiheadAttention
+from neuroprune.torch.layers.attention import HeadPrunedMultiheadAttention
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -22,7 +22,7 @@ ort = pytest.importorskip("onnxruntime")
 # Small residual CNNs as user model files: cheap to prune and trace, yet conv + BN + projection
 # shortcuts (ResNet) and expand / depthwise / project blocks (MobileNetV2).
 NET_SOURCE = """\
-from neuroprune.zoo import BasicBlock, ResNet, mobilenetv2
+from neuroprune.models.zoo import BasicBlock, ResNet, mobilenetv2
 
 def tiny_resnet():
     return ResNet(BasicBlock, [(8, 1, 1), (16, 1, 2)], num_classes=10, in_channels=1, imagenet_stem=False)

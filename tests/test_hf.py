@@ -22,17 +22,17 @@ from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaMod
 
 import neuroprune  # noqa: E402
 from neuroprune import PruneConfig, prune  # noqa: E402
-from neuroprune.adapters import adapter_for  # noqa: E402
-from neuroprune.adapters.hf import load_model, load_pretrained, plain_loadable  # noqa: E402
+from neuroprune.torch.adapters import adapter_for  # noqa: E402
+from neuroprune.hf.adapter import load_model, load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.cli.main import main  # noqa: E402
-from neuroprune.errors import CheckpointError, ConfigError, NoSignalError  # noqa: E402
-from neuroprune.recover.distill import distill  # noqa: E402
-from neuroprune.recover.reconstruct import reconstruct  # noqa: E402
-from neuroprune.scoring import ScoringInput, score  # noqa: E402
-from neuroprune.stats import collect_statistics  # noqa: E402
-from neuroprune.surgery.apply import apply_keep  # noqa: E402
-from neuroprune.surgery.masks import apply_masks  # noqa: E402
-from neuroprune.text_task import TextTask, fidelity_summary, neighbour_agreement  # noqa: E402
+from neuroprune.core.errors import CheckpointError, ConfigError, NoSignalError  # noqa: E402
+from neuroprune.torch.recover.distill import distill  # noqa: E402
+from neuroprune.torch.recover.reconstruct import reconstruct  # noqa: E402
+from neuroprune.core.criteria import ScoringInput, score  # noqa: E402
+from neuroprune.torch.stats import collect_statistics  # noqa: E402
+from neuroprune.torch.surgery import apply_keep  # noqa: E402
+from neuroprune.torch.masks import apply_masks  # noqa: E402
+from neuroprune.tasks.text import TextTask, fidelity_summary, neighbour_agreement  # noqa: E402
 
 WORDS = ("the a an this that cat dog bird fish horse sat ran flew swam jumped on over under near by mat log "
          "tree pond field quickly slowly happily far away home today again red blue green big small old").split()
@@ -367,7 +367,7 @@ def test_neighbour_agreement_and_summary():
 
 @pytest.mark.slow
 def test_real_minilm_ffn_half_with_reconstruction(tmp_path):
-    from neuroprune.text_task import stdlib_sentences
+    from neuroprune.tasks.text import stdlib_sentences
 
     model, tokenizer = load_model("all-MiniLM-L6-v2")
     task = TextTask(stdlib_sentences(600), tokenizer, calibration_samples=128, val_samples=64, test_samples=128,

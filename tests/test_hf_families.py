@@ -26,15 +26,15 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import neuroprune  # noqa: E402
-from neuroprune.adapters import adapter_for  # noqa: E402
-from neuroprune.adapters.hf import load_pretrained, plain_loadable  # noqa: E402
-from neuroprune.adapters.hf_families import width  # noqa: E402
-from neuroprune.errors import ConfigError, UnsupportedModuleError  # noqa: E402
-from neuroprune.scoring import ScoringInput, score  # noqa: E402
-from neuroprune.stats import collect_statistics  # noqa: E402
-from neuroprune.surgery.apply import apply_keep  # noqa: E402
-from neuroprune.surgery.masks import apply_masks  # noqa: E402
-from neuroprune.surgery.registry import handler_for  # noqa: E402
+from neuroprune.torch.adapters import adapter_for  # noqa: E402
+from neuroprune.hf.adapter import load_pretrained, plain_loadable  # noqa: E402
+from neuroprune.hf.families import width  # noqa: E402
+from neuroprune.core.errors import ConfigError, UnsupportedModuleError  # noqa: E402
+from neuroprune.core.criteria import ScoringInput, score  # noqa: E402
+from neuroprune.torch.stats import collect_statistics  # noqa: E402
+from neuroprune.torch.surgery import apply_keep  # noqa: E402
+from neuroprune.torch.masks import apply_masks  # noqa: E402
+from neuroprune.torch.layers.registry import handler_for  # noqa: E402
 
 T = transformers
 VOCAB = 40
@@ -383,8 +383,8 @@ def test_an_unknown_family_lists_what_is_supported():
 def test_residual_aware_reconstruction_on_phi_blocks_fits_the_teachers_residual_sum(name):
     from test_hf import make_sentences, make_tokenizer  # the word-level tokenizer and sentences of test_hf
 
-    from neuroprune.recover.reconstruct import reconstruct
-    from neuroprune.text_task import TextTask
+    from neuroprune.torch.recover.reconstruct import reconstruct
+    from neuroprune.tasks.text import TextTask
 
     config = build(name).config
     config.vocab_size = len(make_tokenizer())

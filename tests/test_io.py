@@ -9,8 +9,8 @@ import torch
 from models import mlp, toy_data
 
 from neuroprune import ClassificationTask, PruneConfig, load, load_weights, prune, save
-from neuroprune.errors import CheckpointError, OutputExistsError, PlanError
-from neuroprune.io import MODEL_FILE, PLAN_FILE, REPORT_FILE
+from neuroprune.core.errors import CheckpointError, OutputExistsError, PlanError
+from neuroprune.torch.io import MODEL_FILE, PLAN_FILE, REPORT_FILE
 
 BUILD = lambda: mlp((6, 16, 12, 3), norm="bn")  # noqa: E731
 
@@ -49,7 +49,7 @@ def test_existing_folder_is_refused_then_replaced_atomically(result, tmp_path):
 
 
 def test_interrupted_save_leaves_nothing(result, tmp_path, monkeypatch):
-    import neuroprune.io as io
+    import neuroprune.torch.io as io
 
     def fail(*args, **kwargs):
         raise OSError("disk full")

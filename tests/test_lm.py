@@ -26,16 +26,16 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from neuroprune import PruneConfig, prune  # noqa: E402
-from neuroprune.adapters.hf import find_blocks, load_pretrained, plain_loadable  # noqa: E402
+from neuroprune.hf.adapter import find_blocks, load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.cli.main import main  # noqa: E402
-from neuroprune.errors import ConfigError, DataError  # noqa: E402
-from neuroprune.graph.discover import discover  # noqa: E402
-from neuroprune.lm_generate import generation_check  # noqa: E402
-from neuroprune.lm_task import LMTask, is_causal_lm, pack_blocks  # noqa: E402
-from neuroprune.lm_zoo import tiny_llama, train_tokenizer  # noqa: E402
-from neuroprune.recover.distill import distill  # noqa: E402
-from neuroprune.scoring import ScoringInput, criterion_names, score  # noqa: E402
-from neuroprune.stats import collect_statistics  # noqa: E402
+from neuroprune.core.errors import ConfigError, DataError  # noqa: E402
+from neuroprune.torch.graph.discover import discover  # noqa: E402
+from neuroprune.tasks.generate import generation_check  # noqa: E402
+from neuroprune.tasks.language_model import LMTask, is_causal_lm, pack_blocks  # noqa: E402
+from neuroprune.models.lm_zoo import tiny_llama, train_tokenizer  # noqa: E402
+from neuroprune.torch.recover.distill import distill  # noqa: E402
+from neuroprune.core.criteria import ScoringInput, criterion_names, score  # noqa: E402
+from neuroprune.torch.stats import collect_statistics  # noqa: E402
 
 SUBJECTS = "the cat|a dog|my bird|the old horse|a small fish|the red fox".split("|")
 VERBS = "sat on|ran to|looked at|jumped over|swam near|slept under".split("|")
@@ -180,8 +180,8 @@ def test_decoder_criteria_are_listed_with_a_reference(capsys):
 @pytest.mark.parametrize("criterion", ["wanda", "flap", "taylor"])
 def test_decoder_criteria_give_one_finite_score_per_head_group_and_neuron(documents, tokenizer, trained, criterion):
     task = make_task(documents, tokenizer).bind(trained)
-    from neuroprune.adapters import adapter_for
-    from neuroprune.schedule import score_groups
+    from neuroprune.torch.adapters import adapter_for
+    from neuroprune.core.loop import score_groups
 
     graph = adapter_for(trained).discover(trained, None)
     scores = score_groups(trained, graph, task, quiet(criterion=criterion))

@@ -7,8 +7,8 @@ import torch
 from models import mlp, toy_data
 
 from neuroprune import ClassificationTask, PruneConfig, prune
-from neuroprune.errors import ConfigError, NoPrunableLayerError
-from neuroprune.recover.finetune import finetune
+from neuroprune.core.errors import ConfigError, NoPrunableLayerError
+from neuroprune.torch.recover.finetune import finetune
 
 FAST = dict(progress=False, latency_runs=1)
 
@@ -25,7 +25,7 @@ def trained():
 def test_rolled_back_step_restores_bit_identical_weights(trained, monkeypatch):
     model, task = trained
     seen = {}
-    import neuroprune.schedule as schedule
+    import neuroprune.core.loop as schedule
 
     real_apply_masks = schedule.apply_masks
 

@@ -14,7 +14,7 @@ from models import count_params, randomise_norm_statistics, masked_and_pruned
 from vision_blocks import InvertedResidual, TinyShuffleNet, channel_shuffle
 
 from neuroprune import PruningPlan, apply_masks, apply_plan, discover, load, save
-from neuroprune.surgery.apply import apply_keep
+from neuroprune.torch.surgery import apply_keep
 
 
 def shufflenet(width: int = 8, seed: int = 0) -> TinyShuffleNet:

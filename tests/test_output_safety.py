@@ -16,8 +16,8 @@ import neuroprune.cli.sensitivity as sensitivity_cli
 import neuroprune.cli.train_prune as train_prune_cli
 from neuroprune import load
 from neuroprune.cli.main import main
-from neuroprune.errors import ConfigError
-from neuroprune.zoo import build_model
+from neuroprune.core.errors import ConfigError
+from neuroprune.models.zoo import build_model
 
 QUICK = ["--train-epochs", "0", "--criterion", "magnitude", "--tolerance", "1", "--quiet", "--latency-runs", "1"]
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import neuroprune as npr
 from neuroprune.data import load_digits
 from neuroprune.report.table import format_report
-from neuroprune.selection import lowest_units
-from neuroprune.surgery.apply import apply_keep
-from neuroprune.surgery.attention import HeadPrunedMultiheadAttention
+from neuroprune.core.selection import lowest_units
+from neuroprune.torch.surgery import apply_keep
+from neuroprune.torch.layers.attention import HeadPrunedMultiheadAttention
 
 FAST = dict(progress=False, latency_runs=1, tolerance=1.0)
 
@@ -446,7 +446,7 @@ def test_partly_fixed_group_lists_its_fixed_units_and_why():
             z = self.fc_y(x) + torch.cat([self.fc_a(x), b], dim=-1)
             return self.head(torch.relu(z)), b
 
-    from neuroprune.remainder import layer_entry
+    from neuroprune.core.remainder import layer_entry
 
     (group,) = npr.discover(PartlyFixed(), torch.randn(2, 4)).groups
     assert (group.name, group.size, group.prunable_count, group.frozen_reasons) == ("fc_b", 16, 8, ["model output"])

@@ -7,10 +7,10 @@ import torch
 from models import mlp, toy_data
 
 from neuroprune import ClassificationTask, PruneConfig, discover, prune
-from neuroprune.config_file import load_config_file
-from neuroprune.errors import CheckpointError, ConfigError
-from neuroprune.policy import LayerPolicy, resolve_policies
-from neuroprune.recover.finetune import finetune
+from neuroprune.core.config_file import load_config_file
+from neuroprune.core.errors import CheckpointError, ConfigError
+from neuroprune.core.policy import LayerPolicy, resolve_policies
+from neuroprune.torch.recover.finetune import finetune
 
 FAST = dict(progress=False, latency_runs=1, tolerance=1.0)
 

@@ -11,11 +11,11 @@ import torch.nn as nn
 from models import mlp, toy_data
 
 from neuroprune import ClassificationTask, PruneConfig, prune
-from neuroprune.budget import Budget, search_budget
+from neuroprune.analysis.budget import Budget, search_budget
 from neuroprune.cli.main import main
-from neuroprune.errors import ConfigError, PruningTargetError
-from neuroprune.recover.finetune import finetune
-from neuroprune.recover.rollback import Snapshot
+from neuroprune.core.errors import ConfigError, PruningTargetError
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.recover.rollback import Snapshot
 from neuroprune.report.table import format_report
 
 FAST = dict(progress=False, latency_runs=1)
@@ -275,7 +275,7 @@ def test_html_report_states_asked_vs_delivered_and_why():
 
 
 def test_budget_target_measures_the_result_against_the_asked_fraction():
-    from neuroprune.target import budget_target
+    from neuroprune.core.target import budget_target
 
     loop = {"quantity": "ratio", "asked": 0.6, "delivered": 0.6, "asked_units": 6, "delivered_units": 6,
             "total_units": 10, "reached": True, "why": []}

@@ -1,4 +1,4 @@
-"""Tests of neuroprune.report.metrics: parameters, FLOPs, size, latency."""
+"""Tests of neuroprune.torch.metrics: parameters, FLOPs, size, latency."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from neuroprune.report.metrics import (
+from neuroprune.torch.metrics import (
     ModelMetrics,
     count_flops,
     count_parameters,

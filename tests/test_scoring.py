@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from models import mlp
 
 from neuroprune import collect_statistics, criterion_names, discover
-from neuroprune.errors import ConfigError, DataError, NonFiniteError, UnknownNameError
-from neuroprune.scoring import ScoringInput, get_criterion, score
-from neuroprune.scoring.combine import rank_average
-from neuroprune.scoring.obs import removal_costs
-from neuroprune.scoring.weights import seed_formula
+from neuroprune.core.errors import ConfigError, DataError, NonFiniteError, UnknownNameError
+from neuroprune.core.criteria import ScoringInput, get_criterion, score
+from neuroprune.core.criteria.combine import rank_average
+from neuroprune.core.criteria.obs import removal_costs
+from neuroprune.core.criteria.weights import seed_formula
 
 
 def test_seed_formula_reproduces_the_worked_example():
@@ -165,7 +165,7 @@ def test_unknown_criterion_and_bad_options():
 
 def test_activation_criteria_need_observations(setting):
     model, graph, _ = setting
-    from neuroprune.stats import Statistics
+    from neuroprune.torch.stats import Statistics
 
     with pytest.raises(DataError, match="never read by an observed layer"):
         score(ScoringInput(model, graph, Statistics()), "activation_frequency")
@@ -236,8 +236,8 @@ def test_obs_needs_the_gram_statistics(setting):
 def test_explain_leaves_out_criteria_that_cannot_score_the_model_unless_asked_for():
     from neuroprune import ClassificationTask, PruneConfig, prune
     from neuroprune.data import load_digits
-    from neuroprune.explain import explain
-    from neuroprune.zoo import build_model
+    from neuroprune.analysis.explain import explain
+    from neuroprune.models.zoo import build_model
 
     task = ClassificationTask(load_digits(layout="image", image_size=32), calibration_samples=64)
     model = build_model("lenet5")

@@ -8,8 +8,8 @@ import torch
 from models import mlp
 
 from neuroprune import discover
-from neuroprune.errors import PruningTargetError
-from neuroprune.selection import counts_for_ratio, counts_for_threshold, lowest_units, normalise, select_units
+from neuroprune.core.errors import PruningTargetError
+from neuroprune.core.selection import counts_for_ratio, counts_for_threshold, lowest_units, normalise, select_units
 
 
 @pytest.fixture

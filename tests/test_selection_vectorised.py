@@ -15,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuroprune.errors import PlanError
-from neuroprune.graph.groups import DependencyGraph, Group, GroupMember
-from neuroprune.selection import counts_for_ratio, lowest_units, normalise, select_units
+from neuroprune.core.errors import PlanError
+from neuroprune.core.groups import DependencyGraph, Group, GroupMember
+from neuroprune.core.selection import counts_for_ratio, lowest_units, normalise, select_units
 
 # ---- reference ------------------------------------------------------------------------------
 

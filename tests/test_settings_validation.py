@@ -10,12 +10,12 @@ import torch
 
 import neuroprune as npr
 from neuroprune.cli.main import main
-from neuroprune.config import PruneConfig
-from neuroprune.config_file import load_config_file
-from neuroprune.errors import ConfigError, NeuropruneError, ReportError
-from neuroprune.graph.discover import discover
-from neuroprune.policy import LayerPolicy, resolve_policies
-from neuroprune.report.metrics import measure_latency_ms
+from neuroprune.core.config import PruneConfig
+from neuroprune.core.config_file import load_config_file
+from neuroprune.core.errors import ConfigError, NeuropruneError, ReportError
+from neuroprune.torch.graph.discover import discover
+from neuroprune.core.policy import LayerPolicy, resolve_policies
+from neuroprune.torch.metrics import measure_latency_ms
 from neuroprune.report.table import read_report_json
 
 
@@ -163,7 +163,7 @@ def test_library_argument_errors_are_neuroprune_errors(tmp_path):
     (tmp_path / "r.json").write_text("[1, 2]")
     with pytest.raises(ReportError, match="holds a JSON list, not an object"):
         read_report_json(tmp_path / "r.json")
-    from neuroprune.plan import PruningPlan
+    from neuroprune.core.plan import PruningPlan
 
     npr.save(tmp_path / "saved", torch.nn.Linear(2, 2), PruningPlan())
     with pytest.raises(ConfigError, match="model_or_builder must be an nn.Module or a function returning one, got int"):

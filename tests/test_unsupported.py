@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from neuroprune import discover
-from neuroprune.errors import UnsupportedModuleError
+from neuroprune.core.errors import UnsupportedModuleError
 
 
 class HandWrittenAttention(nn.Module):

@@ -135,8 +135,8 @@ def test_npz_arrays_reach_the_model_unchanged_but_for_float32(tmp_path, dtype, f
 
 
 def test_export_uses_the_data_as_the_pruning_run_did(user_files, tmp_path):
-    from neuroprune.export import load_folder_for_export
-    from neuroprune.plan import PruningPlan
+    from neuroprune.torch.export import load_folder_for_export
+    from neuroprune.core.plan import PruningPlan
 
     folder = user_files["folder"]
     npr.save(tmp_path / "saved", _build(), PruningPlan())

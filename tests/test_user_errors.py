@@ -13,11 +13,11 @@ import torch.nn as nn
 
 from neuroprune.cli.main import main
 from neuroprune.data import load_npz
-from neuroprune.errors import (DataError, DataMismatchError, DataWarning, MeasurementWarning, SettingsWarning,
+from neuroprune.core.errors import (DataError, DataMismatchError, DataWarning, MeasurementWarning, SettingsWarning,
                                UnsupportedModuleError, WeightsWarning)
-from neuroprune.io import load_weights
-from neuroprune.probe import probe_model
-from neuroprune.report.metrics import measure_model
+from neuroprune.torch.io import load_weights
+from neuroprune.torch.probe import probe_model
+from neuroprune.torch.metrics import measure_model
 from neuroprune.report.table import format_report
 
 NET = "import torch.nn as nn\n\n\ndef build():\n    return nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Linear(20, 3))\n"
@@ -139,7 +139,7 @@ def test_module_named_like_a_python_keyword_is_a_clear_tracing_error():
         def forward(self, x):
             return self.out(torch.relu(getattr(self, "if")(x)))
 
-    from neuroprune.graph.discover import discover
+    from neuroprune.torch.graph.discover import discover
 
     with pytest.raises(UnsupportedModuleError, match="module names 'if' are Python keywords"):
         discover(Net(), torch.randn(2, 4))
@@ -167,7 +167,7 @@ def test_train_prune_refuses_calibration_samples_it_cannot_use(tmp_path, capsys)
 def test_hf_model_without_importable_transformers_reports_the_real_reason(tmp_path, capsys, monkeypatch):
     (tmp_path / "s.txt").write_text("one sentence\nanother sentence\na third one\n")
     monkeypatch.setitem(sys.modules, "transformers", None)  # what a broken installation looks like to Python
-    monkeypatch.delitem(sys.modules, "neuroprune.adapters.hf", raising=False)
+    monkeypatch.delitem(sys.modules, "neuroprune.hf.adapter", raising=False)
     code = main(["prune", "--model", "hf:some-model", "--data", f"text:{tmp_path / 's.txt'}", "--out", str(tmp_path / "o")])
     errors, _ = _lines(capsys)
     assert code == 2 and "hf:some-model needs the transformers package, which cannot be imported here" in errors[0]
@@ -257,9 +257,9 @@ def test_test_labels_the_model_cannot_output_warn(tmp_path):
 
 
 def test_min_width_above_every_layer_warns():
-    from neuroprune.config import PruneConfig
-    from neuroprune.graph.discover import discover
-    from neuroprune.policy import resolve_policies
+    from neuroprune.core.config import PruneConfig
+    from neuroprune.torch.graph.discover import discover
+    from neuroprune.core.policy import resolve_policies
 
     graph = discover(_net(), torch.randn(2, 6))
     with pytest.warns(SettingsWarning, match="min_width 64 is at or above the width of every prunable layer"):

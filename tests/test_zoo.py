@@ -1,4 +1,4 @@
-"""Tests of neuroprune.zoo: every model builds, runs on its digits layout and traces with torch.fx."""
+"""Tests of neuroprune.models.zoo: every model builds, runs on its digits layout and traces with torch.fx."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch.fx
 from torch import nn
 
 from neuroprune.data import load_digits
-from neuroprune.errors import ConfigError, UnknownNameError
-from neuroprune.zoo import ZOO, ZooEntry, build_model, zoo_entry
+from neuroprune.core.errors import ConfigError, UnknownNameError
+from neuroprune.models.zoo import ZOO, ZooEntry, build_model, zoo_entry
 
 EXPECTED_MODELS = {"mlp", "lenet5", "resnet18", "resnet56", "resnet50", "mobilenetv2", "bilstm", "transformer"}
 

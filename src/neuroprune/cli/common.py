@@ -21,17 +21,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..atomic import recover_folder
-from ..config import PruneConfig
-from ..config_file import load_config_file, read_config_file
-from ..data import DataSplits, load_data
-from ..errors import ConfigError, DataError, ModelFileError, NeuropruneWarning, UnknownNameError
-from ..io import is_saved_folder, load_weights
-from ..recover.finetune import finetune
-from ..scoring import criterion_names
-from ..task import ClassificationTask
-from ..zoo import ZOO, build_model, zoo_entry
-from .outputs import check_output_file, check_output_folder, input_paths
+from neuroprune.core.atomic import recover_folder
+from neuroprune.core.config import PruneConfig
+from neuroprune.core.config_file import load_config_file, read_config_file
+from neuroprune.data import DataSplits, load_data
+from neuroprune.core.errors import ConfigError, DataError, ModelFileError, NeuropruneWarning, UnknownNameError
+from neuroprune.torch.io import is_saved_folder, load_weights
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.core.criteria import criterion_names
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.models.zoo import ZOO, build_model, zoo_entry
+from neuroprune.cli.outputs import check_output_file, check_output_folder, input_paths
 
 #: Default learning rate of distillation (``--lr`` not given) for hf models.
 DISTILL_LR = 5e-5
@@ -392,10 +392,10 @@ def trained_model_and_task(args: argparse.Namespace, progress: bool) -> tuple[nn
     """The model of ``--model`` with ``--weights`` loaded (without them: trained for
     ``--train-epochs``, default 30) and its classification task on ``--data``.
 
-    The model runs once on a probe batch first (:func:`neuroprune.probe.probe_model`), so a model
+    The model runs once on a probe batch first (:func:`neuroprune.torch.probe.probe_model`), so a model
     and data that do not fit fail here, in one sentence, before any training or pruning.
     """
-    from ..probe import probe_model
+    from neuroprune.torch.probe import probe_model
 
     data = load_data_for(args.model, args)
     model = build_from_spec(args.model, data)
@@ -412,7 +412,7 @@ def trained_model_and_task(args: argparse.Namespace, progress: bool) -> tuple[nn
 
 @contextlib.contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """Print every :class:`~neuroprune.errors.NeuropruneWarning` as one line ``neuroprune: warning: …``
+    """Print every :class:`~neuroprune.core.errors.NeuropruneWarning` as one line ``neuroprune: warning: …``
     on stderr (each distinct message once); other warnings keep Python's format."""
     with warnings.catch_warnings():
         warnings.simplefilter("default", NeuropruneWarning)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..scoring import criterion_names, get_criterion
+from neuroprune.core.criteria import criterion_names, get_criterion
 
 
 def register(subparsers) -> None:

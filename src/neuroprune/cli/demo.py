@@ -7,14 +7,14 @@ import time
 
 import torch
 
-from ..config import PruneConfig
-from ..data import load_digits
-from ..recover.finetune import finetune
-from ..report.table import format_report, write_report_json
-from ..schedule import prune
-from ..task import ClassificationTask
-from ..zoo import build_model
-from .common import check_output, print_err
+from neuroprune.core.config import PruneConfig
+from neuroprune.data import load_digits
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.report.table import format_report, write_report_json
+from neuroprune.core.loop import prune
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.models.zoo import build_model
+from neuroprune.cli.common import check_output, print_err
 
 DEMO_CONFIG = dict(criterion="rank", ratio=0.75, steps=5, tolerance=0.02, reconstruct=True, finetune_epochs=3)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import FORMATS, export_folder
-from .outputs import check_output_folder, input_paths
+from neuroprune.torch.export import FORMATS, export_folder
+from neuroprune.cli.outputs import check_output_folder, input_paths
 
 EXAMPLES = """\
 examples:

@@ -14,10 +14,10 @@ import errno
 import sys
 import traceback
 
-from ..errors import NeuropruneError
-from . import criteria, demo, export, prune, sensitivity, train_prune
-from .common import warnings_as_lines
-from .interrupts import describe_kept, exit_status, sigterm_as_interrupt
+from neuroprune.core.errors import NeuropruneError
+from neuroprune.cli import criteria, demo, export, prune, sensitivity, train_prune
+from neuroprune.cli.common import warnings_as_lines
+from neuroprune.cli.interrupts import describe_kept, exit_status, sigterm_as_interrupt
 
 #: Errors of the machine, not of neuroprune: a full disk, a read-only filesystem, missing permission.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -1,6 +1,6 @@
 """Check every output path of a command before any training or pruning starts.
 
-Each check raises one :class:`~neuroprune.errors.OutputPathError` (or ``OutputExistsError``)
+Each check raises one :class:`~neuroprune.core.errors.OutputPathError` (or ``OutputExistsError``)
 whose sentence names the option and the path: the parent folder is missing, read-only or a file;
 a file stands where a folder is wanted (or the reverse); the path is the current folder or holds
 it; the output would replace one of the command's inputs; two outputs collide.
@@ -11,7 +11,7 @@ Example:
     >>> check_output_folder(".", "--out")
     Traceback (most recent call last):
     ...
-    neuroprune.errors.OutputPathError: --out '.' is the current folder; name a new folder, e.g. --out pruned
+    neuroprune.core.errors.OutputPathError: --out '.' is the current folder; name a new folder, e.g. --out pruned
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import OutputExistsError, OutputPathError
+from neuroprune.core.errors import OutputExistsError, OutputPathError
 
 
 def _resolved(path: str | os.PathLike) -> Path:

@@ -7,18 +7,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..atomic import remove_folder
-from ..budget import Budget, search_budget
-from ..checkpoint import check_checkpoint_folder, checkpoint_exists, is_checkpoint
-from ..errors import CheckpointError, ConfigError, NeuropruneError
-from ..explain import explain
-from ..report.scores_csv import write_scores_csv
-from ..report.table import format_report, write_report_json
-from ..schedule import PruneResult, prune
-from ..target import budget_target, warning_line
-from .common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
+from neuroprune.core.atomic import remove_folder
+from neuroprune.analysis.budget import Budget, search_budget
+from neuroprune.torch.checkpoint import check_checkpoint_folder, checkpoint_exists, is_checkpoint
+from neuroprune.core.errors import CheckpointError, ConfigError, NeuropruneError
+from neuroprune.analysis.explain import explain
+from neuroprune.report.scores_csv import write_scores_csv
+from neuroprune.report.table import format_report, write_report_json
+from neuroprune.core.loop import PruneResult, prune
+from neuroprune.core.target import budget_target, warning_line
+from neuroprune.cli.common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
                      parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
-from .outputs import check_distinct, check_output_file, check_output_folder, input_paths
+from neuroprune.cli.outputs import check_distinct, check_output_file, check_output_folder, input_paths
 
 #: Exit status of ``--require-target`` when the target was not reached.
 TARGET_MISSED_EXIT = 3
@@ -219,12 +219,12 @@ def _write_result(result: PruneResult, args: argparse.Namespace, extra_files: di
 
 def run_hf(args: argparse.Namespace, config) -> int:
     """``--model hf:...``: a text task (fidelity to the unpruned model), FFN neurons and heads."""
-    from ..errors import DependencyError
-    from ..lm_task import is_causal_lm
-    from ..text_task import TextTask, read_sentences
+    from neuroprune.core.errors import DependencyError
+    from neuroprune.tasks.language_model import is_causal_lm
+    from neuroprune.tasks.text import TextTask, read_sentences
 
     try:
-        from ..adapters.hf import load_model, plain_loadable
+        from neuroprune.hf.adapter import load_model, plain_loadable
     except ImportError as error:  # the real reason, e.g. a broken torchvision next to transformers
         cause = error.__cause__ or error
         raise DependencyError(f"{args.model} needs the transformers package, which cannot be imported here: "
@@ -238,7 +238,7 @@ def run_hf(args: argparse.Namespace, config) -> int:
     model, tokenizer = load_model(parse_model_spec(args.model)[1])
     prepare_weights(model, args.weights, args.allow_pickle)
     if is_causal_lm(model):
-        from .prune_lm import run_causal_lm
+        from neuroprune.cli.prune_lm import run_causal_lm
 
         return run_causal_lm(args, config, model, tokenizer, sentences)
     lm_only = [flag for flag, given in (("--uniform", args.uniform), ("--protect-first", args.protect_first),
@@ -257,9 +257,9 @@ def run_hf(args: argparse.Namespace, config) -> int:
         print(f"also saved config.json and the tokenizer to {args.out}/")
         if plain_loadable(result.model):
             print(f"reload with: transformers.AutoModel.from_pretrained({args.out!r}) or "
-                  f"neuroprune.adapters.hf.load_pretrained({args.out!r})")
+                  f"neuroprune.hf.adapter.load_pretrained({args.out!r})")
         else:
-            print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (the transformers config cannot "
+            print(f"reload with: neuroprune.hf.adapter.load_pretrained({args.out!r}) (the transformers config cannot "
                   "express per-layer widths or pruned BERT heads, so plain from_pretrained refuses the shapes)")
     return target_exit(result, args)
 

@@ -1,14 +1,14 @@
 """``neuroprune prune`` on a causal language model: perplexity, uniform widths, a generation check.
 
 ``run_hf`` hands a ``*ForCausalLM`` folder here: the text becomes an
-:class:`~neuroprune.lm_task.LMTask` (perplexity on held-out blocks, logit distillation),
+:class:`~neuroprune.tasks.language_model.LMTask` (perplexity on held-out blocks, logit distillation),
 ``--protect-first`` / ``--protect-last`` become ignored blocks, ``--uniform`` refuses settings
 that would give layers different widths, and the report gains a greedy generation check with
-decoding speed before and after (:func:`~neuroprune.lm_generate.generation_check`).
+decoding speed before and after (:func:`~neuroprune.tasks.generate.generation_check`).
 
 Example:
     >>> import argparse
-    >>> from neuroprune.config import PruneConfig
+    >>> from neuroprune.core.config import PruneConfig
     >>> args = argparse.Namespace(protect_first=1, protect_last=0, target_flops=None, target_params=None,
     ...                           target_latency=None, max_drop=None)
     >>> uniform_problems(PruneConfig(scope="global"), args)[0]
@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..errors import ConfigError
-from ..schedule import PruneResult
-from .common import print_err
-from .prune import budget_from_args, prune_and_report, target_exit, tokenizer_files
+from neuroprune.core.errors import ConfigError
+from neuroprune.core.loop import PruneResult
+from neuroprune.cli.common import print_err
+from neuroprune.cli.prune import budget_from_args, prune_and_report, target_exit, tokenizer_files
 
 
 def uniform_problems(config, args: argparse.Namespace) -> list[str]:
@@ -44,7 +44,7 @@ def uniform_problems(config, args: argparse.Namespace) -> list[str]:
 
 def partly_ignored(model, ignore) -> list[str]:
     """``--uniform``: ignore entries may freeze every FFN or every head group, not some blocks only."""
-    from ..adapters.hf import HFAdapter
+    from neuroprune.hf.adapter import HFAdapter
 
     graph = HFAdapter().discover(model, None, ignore=ignore)
     problems = []
@@ -60,9 +60,9 @@ def partly_ignored(model, ignore) -> list[str]:
 
 def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents: list[str]) -> int:
     """A causal LM: perplexity on held-out blocks, logit distillation, a generation check in the report."""
-    from ..adapters.hf import find_blocks, plain_loadable
-    from ..lm_generate import generation_check
-    from ..lm_task import LMTask
+    from neuroprune.hf.adapter import find_blocks, plain_loadable
+    from neuroprune.tasks.generate import generation_check
+    from neuroprune.tasks.language_model import LMTask
 
     blocks = [block.path for block in find_blocks(model)]
     if args.protect_first < 0 or args.protect_last < 0 or args.protect_first + args.protect_last >= max(len(blocks), 1):
@@ -100,8 +100,8 @@ def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents:
         print(f"also saved config.json and the tokenizer to {args.out}/")
         if plain_loadable(result.model):
             print(f"reload with: transformers.AutoModelForCausalLM.from_pretrained({args.out!r}) or "
-                  f"neuroprune.adapters.hf.load_pretrained({args.out!r})")
+                  f"neuroprune.hf.adapter.load_pretrained({args.out!r})")
         else:
-            print(f"reload with: neuroprune.adapters.hf.load_pretrained({args.out!r}) (per-layer widths differ; "
+            print(f"reload with: neuroprune.hf.adapter.load_pretrained({args.out!r}) (per-layer widths differ; "
                   "pass --uniform for a standard config)")
     return target_exit(result, args)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..atomic import write_atomic
-from ..config import PruneConfig
-from ..errors import ConfigError
-from ..report.plots import figure_png, plot_sensitivity
-from ..sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
-from .common import add_data_arguments, seed_everything, trained_model_and_task
-from .outputs import check_distinct, check_output_file, input_paths
+from neuroprune.core.atomic import write_atomic
+from neuroprune.core.config import PruneConfig
+from neuroprune.core.errors import ConfigError
+from neuroprune.report.plots import figure_png, plot_sensitivity
+from neuroprune.analysis.sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
+from neuroprune.cli.common import add_data_arguments, seed_everything, trained_model_and_task
+from neuroprune.cli.outputs import check_distinct, check_output_file, input_paths
 
 EXAMPLES = """\
 examples:

@@ -7,14 +7,14 @@ import math
 
 import torch
 
-from ..errors import ConfigError
-from ..gradual import SCHEDULES, GradualPruner
-from ..report.metrics import measure_model
-from ..report.table import format_report, write_report_json
-from ..schedule import PruneResult
-from ..task import ClassificationTask
-from ..probe import probe_model
-from .common import add_data_arguments, build_from_spec, check_output, load_data_for, seed_everything
+from neuroprune.core.errors import ConfigError
+from neuroprune.analysis.gradual import SCHEDULES, GradualPruner
+from neuroprune.torch.metrics import measure_model
+from neuroprune.report.table import format_report, write_report_json
+from neuroprune.core.loop import PruneResult
+from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.torch.probe import probe_model
+from neuroprune.cli.common import add_data_arguments, build_from_spec, check_output, load_data_for, seed_everything
 
 EXAMPLES = """\
 examples:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ReportError
+from neuroprune.core.errors import ReportError
 
 SIDE_KEYS = ("params", "flops", "size_bytes", "accuracy", "latency_ms")
 

@@ -21,11 +21,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..atomic import write_atomic
-from .plots import FIGURE_FILES, figure_png, make_figures
+from neuroprune.core.atomic import write_atomic
+from neuroprune.report.plots import FIGURE_FILES, figure_png, make_figures
 
 # The cell formatting of the text table, so both renderings show the same values.
-from .formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
+from neuroprune.report.formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
                          format_ms, latency_keys, metric_cells, ratio, side)
 
 _CSS = """
@@ -138,7 +138,7 @@ def _target_part(target: dict[str, Any] | None) -> str:
     """Asked vs delivered under the summary, with the reasons a missed target was missed."""
     if not target:
         return ""
-    from ..target import describe_target  # noqa: PLC0415
+    from neuroprune.core.target import describe_target  # noqa: PLC0415
 
     why = "".join(f"<li>{_e(reason)}</li>" for reason in target.get("why") or [])
     return f"<p class=\"target\">Target: {_e(describe_target(target))}</p>\n" + (f"<ul>{why}</ul>\n" if why else "")

@@ -30,8 +30,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from ..atomic import write_atomic
-from ..errors import ReportError
+from neuroprune.core.atomic import write_atomic
+from neuroprune.core.errors import ReportError
 
 #: File name of each figure that :func:`save_figures` writes, in the order it writes them.
 FIGURE_FILES = {

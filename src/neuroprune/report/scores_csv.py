@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..atomic import write_atomic
-from ..errors import ReportError
+from neuroprune.core.atomic import write_atomic
+from neuroprune.core.errors import ReportError
 
 
 def write_scores_csv(

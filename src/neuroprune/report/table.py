@@ -19,11 +19,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..atomic import write_atomic
-from ..errors import ReportError
-from ..target import describe_target
-from .metrics import MIN_RELIABLE_RUNS
-from .formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
+from neuroprune.core.atomic import write_atomic
+from neuroprune.core.errors import ReportError
+from neuroprune.core.target import describe_target
+from neuroprune.torch.metrics import MIN_RELIABLE_RUNS
+from neuroprune.report.formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
                          format_ms, latency_keys, metric_cells, ratio, side)
 
 _BAR_WIDTH = 20
@@ -114,7 +114,7 @@ def read_report_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str, runs: int | None = None) -> str:
     """Render the before/after/change table; latency from fewer than
-    :data:`~neuroprune.report.metrics.MIN_RELIABLE_RUNS` runs is marked unreliable."""
+    :data:`~neuroprune.torch.metrics.MIN_RELIABLE_RUNS` runs is marked unreliable."""
     rows = [
         ["parameters", format_count(before["params"]), format_count(after["params"]),
          ratio(before["params"], after["params"], "smaller", "larger", 2)],

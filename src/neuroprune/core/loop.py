@@ -1,0 +1,335 @@
+"""The pruning loop: score -> select -> mask -> validate -> accept (surgery) or roll back.
+
+Example:
+    >>> from neuroprune.data import load_digits
+    >>> from neuroprune.tasks.classification import ClassificationTask
+    >>> from neuroprune.models.zoo import build_model
+    >>> result = prune(build_model("mlp"), ClassificationTask(load_digits()),
+    ...                PruneConfig(criterion="magnitude", ratio=0.5, tolerance=1.0, progress=False, latency_runs=1))
+    >>> [(layer["name"], layer["width_after"]) for layer in result.report["layers"]]
+    [('fc1', 64), ('fc2', 32)]
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from neuroprune.torch.adapters import adapter_for, get_adapter
+from neuroprune.core.config import PruneConfig
+from neuroprune.core.errors import NoPrunableLayerError
+from neuroprune.torch.checkpoint import LoopState, check_checkpoint_folder, fingerprint_run, load_checkpoint, save_checkpoint
+from neuroprune.core.groups import DependencyGraph
+from neuroprune.torch.io import save
+from neuroprune.core.plan import PruningPlan
+from neuroprune.core.quality import lower_is_better, quality_drop
+from neuroprune.torch.recover.finetune import finetune
+from neuroprune.torch.recover.reconstruct import reconstruct
+from neuroprune.torch.recover.rollback import Snapshot
+from neuroprune.core.remainder import layer_entries
+from neuroprune.core.policy import GroupSettings, resolve_policies
+from neuroprune.report.html import report_files
+from neuroprune.torch.metrics import measure_model
+from neuroprune.core.criteria import ScoringInput, get_criterion, score
+from neuroprune.core.criteria.registry import Needs
+from neuroprune.core.selection import counts_for_ratio, counts_for_threshold, select_units
+from neuroprune.torch.stats import statistics_for
+from neuroprune.core.target import target_report
+from neuroprune.torch.surgery import apply_keep
+from neuroprune.torch.masks import apply_masks
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, the plan that replays it, and the report."""
+
+    model: nn.Module
+    plan: PruningPlan
+    report: dict[str, Any]
+
+    def save(self, folder, *, overwrite: bool = False, html: bool = True, extra: dict[str, Any] | None = None) -> None:
+        """Write the model, plan and report to ``folder`` (see :func:`neuroprune.torch.io.save`), with
+        ``report.html`` and the report's figures as PNGs unless ``html=False``; ``extra`` maps further
+        file names to their content (e.g. a tokenizer's files), written in the same atomic step."""
+        extra_files = getattr(get_adapter(self.plan.adapter), "extra_files", None)  # e.g. the hf config.json
+        extra = {**(dict(extra_files(self.model)) if extra_files else {}), **(extra or {})}
+        if html:
+            extra.update(report_files(self.report))
+        save(folder, self.model, self.plan, self.report, overwrite=overwrite, extra=extra)
+
+
+def _criterion_options(config: PruneConfig, name: str) -> dict[str, Any]:
+    options = dict(config.criterion_options) if name == config.criterion else {}
+    if name == "random":
+        options.setdefault("seed", config.seed)
+    return options
+
+
+def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneConfig,
+                 settings: dict[str, GroupSettings] | None = None, desc: str = "scoring") -> dict[str, torch.Tensor]:
+    """Scores of every group under its criterion (one statistics pass for all criteria)."""
+    chosen = {g.name: (settings[g.name].criterion if settings else config.criterion) for g in graph.groups}
+    criteria = sorted(set(chosen.values()))
+    needs = Needs()
+    for name in criteria:
+        needs = needs | get_criterion(name).needs(_criterion_options(config, name))
+    stats = statistics_for(needs, model, graph, task, threshold=config.activation_threshold,
+                           progress=config.progress, desc=desc)
+    data = ScoringInput(model, graph, stats)
+    by_criterion = {name: score(data, name, _criterion_options(config, name)) for name in criteria}
+    return {group: by_criterion[name][group] for group, name in chosen.items()}
+
+
+def step_counts(graph: DependencyGraph, scores, original: dict[str, int], config: PruneConfig,
+                settings: dict[str, GroupSettings], fraction: float) -> dict[str, int]:
+    """Units each group loses in a step that reaches ``fraction`` of the run's target."""
+    skip = {name for name, s in settings.items() if s.ignore}
+    min_widths = {name: s.min_width for name, s in settings.items()}
+    if config.threshold is not None:
+        return counts_for_threshold(graph, scores, config.threshold, min_width=config.min_width,
+                                    round_to=config.round_to, min_widths=min_widths, skip=skip)
+    ratios = {name: s.ratio * fraction for name, s in settings.items() if s.ratio is not None}
+    return counts_for_ratio(graph, scores, original, config.ratio * fraction, scope=config.scope,
+                            min_width=config.min_width, round_to=config.round_to, ratios=ratios,
+                            min_widths=min_widths, skip=skip)
+
+
+def _measure(model: nn.Module, task, config: PruneConfig, batch_sizes=(1, 64)):
+    return measure_model(model, task.make_input, accuracy=task.evaluate(model, "test"),
+                         batch_sizes=batch_sizes, runs=config.latency_runs, warmup=min(5, config.latency_runs)).to_dict()
+
+
+def _no_prunable_message(graph: DependencyGraph) -> str:
+    reasons = "; ".join(f"{name}: {', '.join(r) or 'fixed'}" for name, r in graph.frozen.items())
+    return "the model has no prunable layer" + (f" (fixed: {reasons})" if reasons else "")
+
+
+def initial_schedule(config: PruneConfig) -> list[float]:
+    """Fractions of the target reached after each scheduled step: ``k / steps`` ("auto": ``[1.0]``)."""
+    n = config.scheduled_steps
+    return [k / n for k in range(1, n + 1)]
+
+
+def _attempt_counts(graph: DependencyGraph, scores, state: LoopState, config: PruneConfig,
+                    settings: dict[str, GroupSettings]) -> dict[str, int]:
+    """Units each group loses in the next attempt: up to ``state.pending[0]`` of the target (a
+    threshold target: the threshold's counts, halved once per rollback in a row)."""
+    counts = step_counts(graph, scores, state.original, config, settings, state.pending[0])
+    if config.threshold is not None:
+        counts = {name: n >> state.fails for name, n in counts.items()}
+    return counts
+
+
+def _recover(model: nn.Module, task, config: PruneConfig, teacher: nn.Module | None, desc: str) -> int:
+    """Fine-tune (or distil) ``model`` in place for ``config.finetune_epochs``; returns the epochs asked."""
+    if not config.finetune_epochs:
+        return 0
+    options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress, desc=desc)
+    if hasattr(task, "finetune"):  # a task may bring its own recovery (TextTask: distillation)
+        task.finetune(model, **options)
+    else:
+        finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
+                 temperature=config.distill_temperature)
+    return config.finetune_epochs
+
+
+def _reconstruct(student: nn.Module, before: nn.Module, keep, task, config: PruneConfig, adapter) -> None:
+    sums = adapter.residual_sums(student) if hasattr(adapter, "residual_sums") else None  # hf adapter
+    reconstruct(student, before, keep, task.calibration_batches(), task.loss, progress=config.progress,
+                token_mask=getattr(task, "token_mask", None), residual_sums=sums)
+
+
+def _attempt_masked(work: nn.Module, keep, state: LoopState, task, config: PruneConfig, adapter,
+                    teacher, step: int) -> tuple[nn.Module | None, float, int]:
+    """Judge before recovery (or with nothing to train): mask, reconstruct, validate; on acceptance
+    remove the neurons for real and fine-tune. Returns (model or None if rolled back, metric, epochs)."""
+    before_step = copy.deepcopy(work) if config.reconstruct else None
+    handle = apply_masks(work, keep)
+    try:
+        if before_step is not None:
+            _reconstruct(work, before_step, keep, task, config, adapter)
+        metric = task.evaluate(work, "val")
+    except BaseException:
+        handle.remove()
+        raise
+    if quality_drop(state.reference, metric, lower_is_better=lower_is_better(task)) > config.tolerance:
+        handle.remove()  # every touched tensor back bit for bit
+        return None, metric, 0
+    handle.commit()
+    work = apply_keep(work, keep, inplace=True)  # work is the loop's own copy
+    adapter.after_surgery(work)
+    return work, metric, _recover(work, task, config, teacher, f"fine-tuning step {step}")
+
+
+def _attempt_recovered(work: nn.Module, keep, task, config: PruneConfig, adapter, teacher, step: int,
+                       attempt: int) -> tuple[nn.Module, float, int, Snapshot]:
+    """Judge after recovery: on a copy, mask, reconstruct, remove, fine-tune, then validate. ``work``
+    is not touched; the snapshot gives back the random state if the attempt is rolled back."""
+    snapshot = Snapshot.take()
+    trial = copy.deepcopy(work)
+    handle = apply_masks(trial, keep)
+    if config.reconstruct:
+        _reconstruct(trial, work, keep, task, config, adapter)
+    handle.commit()
+    trial = apply_keep(trial, keep, inplace=True)
+    adapter.after_surgery(trial)
+    epochs = _recover(trial, task, config, teacher, f"fine-tuning step {step}.{attempt}")
+    return trial, task.evaluate(trial, "val"), epochs, snapshot
+
+
+def _limit_reached(state: LoopState, config: PruneConfig, started: float) -> str | None:
+    attempts = sum(1 for record in state.steps if record.get("removed"))
+    if attempts >= config.attempt_limit:
+        return f"attempt limit reached ({attempts} attempts; max_attempts={config.attempt_limit})"
+    if config.max_seconds is not None and state.seconds + time.perf_counter() - started >= config.max_seconds:
+        return f"time limit reached ({config.max_seconds:g} s; max_seconds)"
+    return None
+
+
+def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
+              example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None,
+              started: float | None = None) -> nn.Module:
+    """One step: score, then attempt ``state.pending[0]``; a rolled-back attempt is retried halfway
+    between what was delivered and that target, until one is accepted or a limit stops the loop."""
+    started = time.perf_counter() if started is None else started
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    # a group that only appears after surgery (a width that a re-traced attention forward no
+    # longer ties, see neuroprune.torch.layers.heads) has no policy: it is left alone in this run
+    graph.groups = [g for g in graph.groups if g.name in state.original]
+    scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
+    judge_after = config.judge == "after" and config.finetune_epochs > 0
+    for attempt in range(1, config.max_retries + 2):
+        state.stopped = _limit_reached(state, config, started)
+        if state.stopped:
+            return work
+        fraction = state.pending[0]
+        removal = select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings))
+        removed = sum(len(units) for units in removal.values())
+        target = None if config.ratio is None else config.ratio * fraction
+        record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
+        if removed == 0:
+            state.steps.append({**record, "accuracy": None, "accepted": False, "reason": "nothing to remove"})
+            state.pending.pop(0)
+            if state.fails:  # a retry too small to remove anything: the target is out of reach
+                state.stopped = f"step {step}: the smallest retry removes no neuron"
+            state.fails = 0
+            return work
+        keep = graph.keep_indices(removal)
+        if judge_after:
+            trial, metric, epochs, snapshot = _attempt_recovered(work, keep, task, config, adapter, teacher, step, attempt)
+        else:
+            trial, metric, epochs = _attempt_masked(work, keep, state, task, config, adapter, teacher, step)
+            snapshot = None
+        drop = quality_drop(state.reference, metric, lower_is_better=lower_is_better(task))
+        accepted = drop <= config.tolerance
+        verdict = "<=" if accepted else ">"
+        judged = f" after {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning" if judge_after else ""
+        state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
+                            "finetune_epochs": epochs, "judged": f"{config.judge} recovery",
+                            "reason": f"validation drop {drop:+.4f}{judged} {verdict} tolerance {config.tolerance}"})
+        if accepted:
+            state.plan = state.plan.compose(keep, graph.module_types, graph.axis_sizes)
+            state.done = state.pending.pop(0)
+            state.fails = 0
+            return trial
+        if snapshot is not None:
+            snapshot.restore()  # the trial copy is dropped; the random state goes back too
+        state.fails += 1
+        if state.fails > config.max_retries:
+            state.stopped = (f"step {step}: {state.fails} attempts in a row rolled back "
+                             f"(max_retries={config.max_retries})")
+            return work
+        state.pending.insert(0, state.done + (fraction - state.done) / 2)
+    return work
+
+
+def _finetune_summary(config: PruneConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fine-tuning budget as spent: per attempt, in all, and on attempts that were rolled back."""
+    spent = [record.get("finetune_epochs", 0) for record in steps]
+    wasted = [record.get("finetune_epochs", 0) for record in steps if not record.get("accepted")]
+    return {"judge": config.judge, "epochs_per_attempt": config.finetune_epochs, "epochs_total": sum(spent),
+            "epochs_rolled_back": sum(wasted), "attempts_trained": sum(1 for e in spent if e)}
+
+
+def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
+          resume: bool = False, on_step: Callable[[int, nn.Module], None] | None = None) -> PruneResult:
+    """Prune ``model`` on ``task`` as ``config`` says; the caller's model is not modified.
+
+    Each step scores the current model and selects the neurons to remove so that the step's
+    cumulative share of the target is met (``steps=N``: ``k / N`` after step k; ``"auto"``: all of
+    it at once). With ``judge="after"`` and fine-tuning on, an attempt is made on a copy: masked,
+    reconstructed (if asked), removed, fine-tuned, then validated; with ``judge="before"`` (or no
+    fine-tuning) it is validated right after masking and reconstruction, and fine-tuned only once
+    accepted. An attempt whose validation metric dropped by more than ``tolerance`` against the
+    unpruned model is rolled back (weights and random state restored bit for bit) and retried
+    halfway between what was delivered and the target; once a retry is accepted, the next step
+    aims at the target again, until it is reached or a limit stops the loop (``max_retries``
+    rollbacks in a row, ``max_attempts``, ``max_seconds``, or nothing left to remove). Every
+    attempt is recorded in ``report["steps"]``; ``report["target"]`` says asked vs delivered.
+
+    Args:
+        checkpoint: folder written atomically after every step; with ``resume=True`` a run
+            continues from it (after a crash or Ctrl-C) and ends with the same model as an
+            uninterrupted run. Resuming needs the same weights, data and settings.
+        on_step: called as ``on_step(step, model)`` after each step (and its checkpoint).
+    """
+    config = config or PruneConfig()
+    work = copy.deepcopy(model)
+    if hasattr(task, "bind"):
+        task.bind(work)
+    example = task.example_input()
+    adapter = adapter_for(work)
+    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    if not graph.groups:
+        raise NoPrunableLayerError(_no_prunable_message(graph))
+    settings = resolve_policies(graph, config)
+    state = None
+    fingerprint = fingerprint_run(model, task) if checkpoint is not None else None
+    if resume:  # without a checkpoint, or with one of other weights, data or settings: CheckpointError
+        work, state = load_checkpoint(checkpoint, model, config, fingerprint)
+    elif checkpoint is not None:
+        check_checkpoint_folder(checkpoint)  # a folder that is not a checkpoint is never replaced
+    if state is None:
+        state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
+                          {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
+    if not state.pending and state.step == 0 and state.stopped is None:
+        state.pending = initial_schedule(config)
+    teacher = copy.deepcopy(model).eval() if config.distill_weight > 0 and config.finetune_epochs else None
+    while state.pending and state.stopped is None:
+        started = time.perf_counter()
+        state.stopped = _limit_reached(state, config, started)
+        if state.stopped:
+            break
+        work = _run_step(work, state.step + 1, state, task, config, adapter, example, settings, teacher, started)
+        state.seconds += time.perf_counter() - started
+        state.step += 1
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, work, state, config, fingerprint)
+        if on_step is not None:
+            on_step(state.step, work)
+    final_graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    widths = {g.name: g.size for g in final_graph.groups}
+    rolled_back = any(not s.get("accepted") and s.get("reason") != "nothing to remove" for s in state.steps)
+    layers = layer_entries(graph, widths, settings, config, rolled_back=rolled_back)
+    report = {
+        "metric": task.metric_name,
+        "reference_val": state.reference,
+        "before": state.before,
+        "after": _measure(work, task, config),
+        "steps": state.steps,
+        "target": target_report(config, settings, state.original, widths, state.steps,
+                                completed=not state.pending and state.stopped is None, stopped=state.stopped),
+        "finetune": _finetune_summary(config, state.steps),
+        "layers": layers,
+        "fixed_layers": state.fixed,
+        "frozen_modules": dict(graph.frozen_modules),
+        "config": config.to_dict(),
+    }
+    return PruneResult(work, state.plan, report)

@@ -1,0 +1,100 @@
+"""Hide neurons without changing any shape, and bring them back bit for bit.
+
+Masking zeroes the weights that read a removed neuron (and, for recurrent layers and
+LayerNorm, emulates the smaller layer), so a masked model computes what the physically pruned
+model computes. The affected parameters are snapshotted first; :meth:`MaskHandle.remove` restores
+them exactly.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> before = model[2].weight.clone()
+    >>> with apply_masks(model, {"0": {"out": torch.tensor([0, 1])}, "2": {"in": torch.tensor([0, 1])}}):
+    ...     bool((model[2].weight[:, 2:] == 0).all())
+    True
+    >>> torch.equal(model[2].weight, before)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from neuroprune.core.errors import PlanError
+from neuroprune.torch.layers.registry import handler_for
+
+Keep = dict[str, dict[str, torch.Tensor]]
+
+
+def _removed(size: int, kept: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones(size, dtype=torch.bool, device=kept.device)
+    mask[kept] = False
+    return torch.nonzero(mask).flatten()
+
+
+class MaskHandle:
+    """Masks in force on a model; lift them with :meth:`remove` (or leave the ``with`` block)."""
+
+    def __init__(self, model: nn.Module, keep: Keep):
+        self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._hooks: list = []
+        self._masked: list[tuple[nn.Module, str, torch.Tensor]] = []
+        modules = {path: model.get_submodule(path) for path in keep}
+        for module in modules.values():
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                self._snapshot.append((tensor, tensor.detach().clone()))
+        try:
+            for path, axes in keep.items():
+                module = modules[path]
+                handler = handler_for(module)
+                sizes = handler.axes(module)
+                for axis, kept in axes.items():
+                    if axis not in sizes:
+                        raise PlanError(f"{path}: no axis {axis!r}; axes: {', '.join(sizes)}")
+                    removed = _removed(sizes[axis], kept).to(_device_of(module))
+                    if len(removed):
+                        self._masked.append((module, axis, removed))
+                        self._hooks += handler.mask_hooks(module, axis, removed)
+            self.reapply()
+        except Exception:
+            self.remove()
+            raise
+
+    def reapply(self) -> None:
+        """Zero the masked weights again (call after an optimizer step during masked training)."""
+        with torch.no_grad():
+            for module, axis, removed in self._masked:
+                handler_for(module).mask(module, axis, removed)
+
+    def remove(self) -> None:
+        """Restore every snapshotted tensor exactly and drop the hooks."""
+        with torch.no_grad():
+            for tensor, saved in self._snapshot:
+                tensor.copy_(saved)
+        for hook in self._hooks:
+            hook.remove()
+        self._snapshot, self._hooks, self._masked = [], [], []
+
+    def commit(self) -> None:
+        """Keep the masked (and possibly re-fitted) weights; drop hooks and snapshot."""
+        for hook in self._hooks:
+            hook.remove()
+        self._snapshot, self._hooks, self._masked = [], [], []
+
+    def __enter__(self) -> MaskHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def apply_masks(model: nn.Module, keep: Keep) -> MaskHandle:
+    """Mask ``model`` in place so that it behaves as if only the ``keep`` positions existed."""
+    return MaskHandle(model, keep)
