@@ -49,6 +49,11 @@ class UnsupportedModuleError(NeuropruneError):
         self.module = module or None
 
 
+class UnsupportedModelError(NeuropruneError, TypeError):
+    """No backend accepts the model (neither a torch.nn.Module nor a keras.Model), or the backend
+    cannot handle this kind of model (e.g. a subclassed Keras model)."""
+
+
 class DataError(NeuropruneError, ValueError):
     """Calibration, validation or training data is missing, empty or malformed."""
 

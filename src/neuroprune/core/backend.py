@@ -1,0 +1,174 @@
+"""The backend seam: everything the framework-free core needs from a deep-learning framework.
+
+The core (statistics, criteria, selection, plans, the loop's state machine, budgets, reports)
+works on plain numbers and numpy arrays. A framework plugs in by implementing :class:`Backend`
+for its model type; :func:`backend_for` picks the one that accepts a model. Torch models get
+``neuroprune.torch.backend.TorchBackend`` (Hugging Face models a subclass of it), Keras 3
+models ``neuroprune.keras.backend.KerasBackend``.
+
+Indices crossing the seam are numpy ``int64`` arrays: a :data:`Keep` maps module path -> axis
+-> sorted positions to keep. Axis names come from a fixed vocabulary (:data:`AXES`), so a plan
+written by one frontend reads the same in another.
+
+Example:
+    >>> class Toy:
+    ...     name = "toy"
+    ...     def matches(self, model): return isinstance(model, str)
+    >>> register_backend(Toy(), replace=True).name
+    'toy'
+    >>> backend_for("a model").name
+    'toy'
+    >>> unregister_backend("toy")
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from neuroprune.core.errors import ConfigError, UnsupportedModelError
+
+#: module path -> axis -> positions to keep (sorted numpy int64)
+Keep = dict[str, dict[str, np.ndarray]]
+
+#: the axis vocabulary of plans and groups
+AXES = {
+    "out": "output units of a layer (Linear rows, conv output channels, RNN hidden units)",
+    "in": "input units a layer reads (Linear columns, conv input channels)",
+    "heads": "attention heads (and the q/k/v/out slices that belong to them)",
+    "kv_heads": "key/value head groups of grouped-query attention",
+    "features": "per-channel parameters of a normalisation or an embedding dimension",
+}
+
+
+@dataclass(frozen=True)
+class WeightRows:
+    """One weight tensor seen as ``units x fan-in`` rows of one axis (what criteria read).
+
+    ``rows`` is an array of the framework's own kind (a torch tensor on the model's device, a
+    numpy array, ...); criteria reduce it with the array API (``array_api_compat``) and only bring
+    per-unit vectors to the host. ``input_axis`` names the axis whose units the columns read
+    (``None`` if none is observed); ``input_columns`` maps a per-input-unit vector onto the columns.
+    """
+
+    name: str
+    rows: Any
+    input_axis: str | None = None
+    input_columns: Any = None
+
+
+@runtime_checkable
+class MaskHandle(Protocol):
+    """Masks put on a model by :meth:`Backend.mask`: undone bit for bit, or made permanent."""
+
+    def remove(self) -> None: ...
+    def commit(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a framework implements. ``Model`` is the framework's model type; ``task`` is a
+    :class:`neuroprune.core.tasks.Task`; ``config`` a :class:`~neuroprune.core.config.PruneConfig`."""
+
+    name: str  # written into plans as their "adapter"
+
+    def matches(self, model: Any) -> bool:
+        """True if this backend handles ``model``."""
+
+    # -- model lifecycle -------------------------------------------------------------
+    def clone(self, model: Any) -> Any:
+        """An independent copy (the user's model is never modified)."""
+
+    # -- discovery and weights -------------------------------------------------------
+    def discover(self, model: Any, example: Any, *, ignore: Iterable[str] = (), ignore_untraceable: bool = False):
+        """The model's :class:`~neuroprune.core.groups.DependencyGraph`."""
+
+    def weight_rows(self, model: Any, path: str, axis: str, *, outgoing: bool = False) -> list[WeightRows]:
+        """The weights that make up (and with ``outgoing`` also read) the units of ``path``'s ``axis``."""
+
+    def collect_statistics(self, model: Any, graph, task, needs, *, threshold: float, progress: bool, desc: str):
+        """One calibration pass: a :class:`~neuroprune.core.statistics.Statistics` of float64 sums."""
+
+    # -- masks, surgery, recovery ----------------------------------------------------
+    def mask(self, model: Any, keep: Keep) -> MaskHandle:
+        """Zero what ``keep`` drops, in place, restorably."""
+
+    def apply_keep(self, model: Any, keep: Keep) -> Any:
+        """Remove what ``keep`` drops, physically, in place; returns the model."""
+
+    def reconstruct(self, student: Any, before: Any, keep: Keep, task, config) -> None:
+        """Refit the layers that read pruned units to reproduce ``before``'s outputs."""
+
+    def recover(self, model: Any, task, config, teacher: Any, desc: str) -> int:
+        """Fine-tune (or distil from ``teacher``) for ``config.finetune_epochs``; returns the epochs run."""
+
+    # -- measuring and files ---------------------------------------------------------
+    def measure(self, model: Any, task, config) -> dict[str, Any]:
+        """Parameters, FLOPs, size, latency and the task metric on the test split."""
+
+    def save(self, folder, model: Any, plan, report: dict | None, *, overwrite: bool = False,
+             extra: dict[str, Any] | None = None) -> None:
+        """Write the model, plan and report atomically (see docs/file-format.md)."""
+
+
+_BACKENDS: dict[str, Any] = {}
+#: backends that register themselves when their module is imported, tried in this order (the
+#: torch backend keeps writing "fx" as the plan's adapter name, so old plans stay readable)
+_KNOWN = {"hf": "neuroprune.hf.adapter", "keras": "neuroprune.keras.backend", "torch": "neuroprune.torch.backend"}
+
+
+def register_backend(backend: Any, *, replace: bool = False) -> Any:
+    """Make ``backend`` available by name; a name is registered once unless ``replace=True``."""
+    if backend.name in _BACKENDS and not replace:
+        raise ConfigError([f"a backend named {backend.name!r} is already registered"])
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def unregister_backend(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def _import_known(names: Sequence[str]) -> None:
+    for name in names:
+        if name not in _BACKENDS:
+            try:
+                importlib.import_module(_KNOWN[name])
+            except ImportError:  # the framework is not installed
+                pass
+
+
+def backend_for(model: Any) -> Any:
+    """The registered backend that accepts ``model`` (framework modules are imported only when
+    the model's own framework is already loaded, so a torch user never imports keras)."""
+    for backend in list(_BACKENDS.values()):
+        if backend.matches(model):
+            return backend
+    module = type(model).__module__.split(".")[0]
+    candidates = {"torch": ["hf", "torch"], "transformers": ["hf", "torch"], "keras": ["keras"]}.get(module, list(_KNOWN))
+    _import_known(candidates)
+    for backend in _BACKENDS.values():
+        if backend.matches(model):
+            return backend
+    raise UnsupportedModelError(f"no backend accepts a {type(model).__module__}.{type(model).__qualname__}; "
+                                f"supported: torch.nn.Module (incl. Hugging Face models), keras.Model")
+
+
+def get_backend(name: str) -> Any:
+    """The backend registered as ``name`` (plans name the backend that wrote them)."""
+    if name not in _BACKENDS and name in _KNOWN:
+        _import_known([name])
+    if name not in _BACKENDS:
+        from neuroprune.core.errors import UnknownNameError
+
+        raise UnknownNameError("backend", name, _BACKENDS)
+    return _BACKENDS[name]
+
+
+def as_keep(keep: dict[str, dict[str, Any]]) -> Keep:
+    """``keep`` with every index list as a sorted numpy int64 array."""
+    return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
