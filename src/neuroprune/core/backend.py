@@ -106,6 +106,11 @@ class Backend(Protocol):
     def recover(self, model: Any, task, config, teacher: Any, desc: str) -> int:
         """Fine-tune (or distil from ``teacher``) for ``config.finetune_epochs``; returns the epochs run."""
 
+    # -- many processes ---------------------------------------------------------------
+    def agree(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every process (the identity in one process): the loop passes every
+        decision (units to remove, accept / roll back) through it, so all ranks stay in step."""
+
     # -- measuring and files ---------------------------------------------------------
     def measure(self, model: Any, task, config) -> dict[str, Any]:
         """Parameters, FLOPs, size, latency and the task metric on the test split."""
@@ -118,7 +123,7 @@ class Backend(Protocol):
 _BACKENDS: dict[str, Any] = {}
 #: backends that register themselves when their module is imported, tried in this order (the
 #: torch backend keeps writing "fx" as the plan's adapter name, so old plans stay readable)
-_KNOWN = {"hf": "neuroprune.hf.adapter", "keras": "neuroprune.keras.backend", "torch": "neuroprune.torch.backend"}
+_KNOWN = {"hf": "neuroprune.hf.adapter", "keras": "neuroprune.keras.backend", "fx": "neuroprune.torch.backend"}
 
 
 def register_backend(backend: Any, *, replace: bool = False) -> Any:
@@ -149,7 +154,7 @@ def backend_for(model: Any) -> Any:
         if backend.matches(model):
             return backend
     module = type(model).__module__.split(".")[0]
-    candidates = {"torch": ["hf", "torch"], "transformers": ["hf", "torch"], "keras": ["keras"]}.get(module, list(_KNOWN))
+    candidates = {"torch": ["hf", "fx"], "transformers": ["hf", "fx"], "keras": ["keras"]}.get(module, list(_KNOWN))
     _import_known(candidates)
     for backend in _BACKENDS.values():
         if backend.matches(model):
