@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import neuroprune
+import neuroprune.data
 from neuroprune.cli import export as export_cli
 from neuroprune.core.errors import CheckpointError, ConfigError, OutputExistsError, UnknownNameError
 from neuroprune.torch.export import (ExportCheck, ExportError, export_folder, export_model, export_onnx, export_program,
@@ -76,7 +77,7 @@ class Pruned:
     def folder(self, name: str):
         if name not in self.folders:
             data = self.data(name)
-            from neuroprune.cli.common import build_from_spec
+            from neuroprune.models.spec import build_from_spec
             torch.manual_seed(0)
             model = build_from_spec(self.spec(name), data)
             _calibrate_batchnorm(model, data.x_train[:256])

@@ -131,6 +131,10 @@ class ReportError(NeuropruneError, ValueError):
     """A report (dict or ``report.json``) or the scores handed to a report writer are malformed."""
 
 
+class ExportError(NeuropruneError):
+    """Exporting a model failed, or the exported file does not compute what the model computes."""
+
+
 class OutputPathError(NeuropruneError, ValueError):
     """An output path cannot be used: its parent is missing or read-only, a file stands where a folder
     is wanted (or the reverse), it is the current folder, or it would replace one of the inputs."""
