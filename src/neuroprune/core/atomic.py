@@ -1,6 +1,7 @@
 """Write files and folders so that their path always holds a complete old or new version.
 
-* :func:`write_atomic` writes a file beside its target, fsyncs it and renames it over the target.
+* :func:`atomic_path` yields a temporary path beside a file's target and, once the block succeeded,
+  fsyncs it and renames it over the target; :func:`write_atomic` writes bytes or text through it.
 * :func:`replace_folder` fills a hidden ``.NAME.partial-*`` sibling, fsyncs every file and folder
   in it, then swaps it with the existing folder in one step (Linux ``renameat2`` with
   ``RENAME_EXCHANGE``), so there is no moment without a folder at the path. Where the system
@@ -44,22 +45,12 @@ _PARTIAL, _OLD = "partial", "old"
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` (text as UTF-8) to a temporary file beside ``path``, then rename it over ``path``.
 
-    The file and its folder are fsynced. If anything fails, the temporary file is removed and
-    ``path`` is left as it was.
+    The file and its folder are fsynced (:func:`atomic_path` does the renaming). If anything fails,
+    the temporary file is removed and ``path`` is left as it was; the folder must exist.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
+    with atomic_path(path, parents=False) as temporary, open(temporary, "xb") as handle:
+        handle.write(payload)
 
 
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
@@ -225,14 +216,17 @@ def remove_folder(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, parents: bool = True) -> Iterator[Path]:
     """A temporary path next to ``path``; renamed onto it if the block succeeds, removed otherwise.
 
-    Like :func:`write_atomic`, for writers that want a path (the exporters), so that a check can
-    run on the very file that then takes the final name. Parents are created.
+    The one writer of single files: :func:`write_atomic` writes bytes through it, and writers that
+    want a path (the exporters) use it directly, so that a check can run on the very file that
+    then takes the final name. The file is fsynced before the rename and the folder after it.
+    With ``parents`` missing parent folders are created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}"
     try:
         yield temporary

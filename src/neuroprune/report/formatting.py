@@ -14,6 +14,9 @@ from neuroprune.core.errors import ReportError
 
 SIDE_KEYS = ("params", "flops", "size_bytes", "accuracy", "latency_ms")
 
+MIN_RELIABLE_RUNS = 20
+"""Latency medians from fewer timed runs are marked unreliable (one run of 0.04 ms can read "42x faster")."""
+
 
 def side(report: dict[str, Any], key: str) -> dict[str, Any]:
     """Return ``report[key]`` after checking that it has every metrics key."""
@@ -116,3 +119,33 @@ def ratio(
     if after <= before:
         return f"{before / after:.{decimals}f}x {fewer}"
     return f"{after / before:.{decimals}f}x {more}"
+
+
+def summary_rows(before: dict[str, Any], after: dict[str, Any], metric: str,
+                 latency_runs: int | None = None) -> list[list[str]]:
+    """The rows of the before/after/change summary, as both the text table and the HTML page show it.
+
+    With ``latency_runs`` below :data:`MIN_RELIABLE_RUNS` the latency changes are marked unreliable.
+
+    Example:
+        >>> side = {"params": 400, "flops": 0, "size_bytes": 1600, "accuracy": 0.9, "latency_ms": {"batch_1": 2.0}}
+        >>> summary_rows(side, dict(side, params=100), "accuracy")[0]
+        ['parameters', '400', '100', '4.00x smaller']
+    """
+    rows = [
+        ["parameters", format_count(before["params"]), format_count(after["params"]),
+         ratio(before["params"], after["params"], "smaller", "larger", 2)],
+        ["FLOPs", format_flops(before["flops"]), format_flops(after["flops"]),
+         ratio(before["flops"], after["flops"], "fewer", "more", 2)],
+        ["size", format_bytes(before["size_bytes"]), format_bytes(after["size_bytes"]),
+         ratio(before["size_bytes"], after["size_bytes"], "smaller", "larger", 2)],
+        [metric, *metric_cells(before["accuracy"], after["accuracy"])],
+    ]
+    unreliable = isinstance(latency_runs, int) and latency_runs < MIN_RELIABLE_RUNS
+    latency_before, latency_after = before["latency_ms"], after["latency_ms"]
+    for key in latency_keys(latency_before, latency_after):
+        ms_before, ms_after = latency_before.get(key), latency_after.get(key)
+        rows.append([f"latency {key.replace('_', ' ')}", format_ms(ms_before), format_ms(ms_after),
+                     ratio(ms_before, ms_after, "faster", "slower", 1)
+                     + (f" (unreliable: {latency_runs} runs)" if unreliable else "")])
+    return rows

@@ -25,8 +25,7 @@ from neuroprune.core.atomic import write_atomic
 from neuroprune.report.plots import FIGURE_FILES, figure_png, make_figures
 
 # The cell formatting of the text table, so both renderings show the same values.
-from neuroprune.report.formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
-                         format_ms, latency_keys, metric_cells, ratio, side)
+from neuroprune.report.formatting import config_value, format_count, format_fraction, format_metric, side, summary_rows
 
 _CSS = """
 :root { color-scheme: light; }
@@ -159,21 +158,7 @@ def _lead(report: dict[str, Any], metric: str) -> str:
 
 def _summary_table(before: dict[str, Any], after: dict[str, Any], metric: str) -> str:
     """The before/after/change table, with the same cells as the text report."""
-    rows = [
-        ["parameters", format_count(before["params"]), format_count(after["params"]),
-         ratio(before["params"], after["params"], "smaller", "larger", 2)],
-        ["FLOPs", format_flops(before["flops"]), format_flops(after["flops"]),
-         ratio(before["flops"], after["flops"], "fewer", "more", 2)],
-        ["size", format_bytes(before["size_bytes"]), format_bytes(after["size_bytes"]),
-         ratio(before["size_bytes"], after["size_bytes"], "smaller", "larger", 2)],
-        [metric, *metric_cells(before["accuracy"], after["accuracy"])],
-    ]
-    latency_before, latency_after = before["latency_ms"], after["latency_ms"]
-    for key in latency_keys(latency_before, latency_after):
-        ms_before, ms_after = latency_before.get(key), latency_after.get(key)
-        rows.append([f"latency {key.replace('_', ' ')}", format_ms(ms_before), format_ms(ms_after),
-                     ratio(ms_before, ms_after, "faster", "slower", 1)])
-    return _table(["", "before", "after", "change"], rows, "lrrl")
+    return _table(["", "before", "after", "change"], summary_rows(before, after, metric), "lrrl")
 
 
 def _layers_table(layers: Sequence[dict[str, Any]]) -> str:

@@ -22,9 +22,7 @@ from typing import Any
 from neuroprune.core.atomic import write_atomic
 from neuroprune.core.errors import ReportError
 from neuroprune.core.target import describe_target
-from neuroprune.torch.metrics import MIN_RELIABLE_RUNS
-from neuroprune.report.formatting import (config_value, format_bytes, format_count, format_flops, format_fraction, format_metric,
-                         format_ms, latency_keys, metric_cells, ratio, side)
+from neuroprune.report.formatting import config_value, format_count, format_fraction, format_metric, ratio, side, summary_rows
 
 _BAR_WIDTH = 20
 
@@ -114,28 +112,9 @@ def read_report_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _summary_section(before: dict[str, Any], after: dict[str, Any], metric: str, runs: int | None = None) -> str:
     """Render the before/after/change table; latency from fewer than
-    :data:`~neuroprune.torch.metrics.MIN_RELIABLE_RUNS` runs is marked unreliable."""
-    rows = [
-        ["parameters", format_count(before["params"]), format_count(after["params"]),
-         ratio(before["params"], after["params"], "smaller", "larger", 2)],
-        ["FLOPs", format_flops(before["flops"]), format_flops(after["flops"]),
-         ratio(before["flops"], after["flops"], "fewer", "more", 2)],
-        ["size", format_bytes(before["size_bytes"]), format_bytes(after["size_bytes"]),
-         ratio(before["size_bytes"], after["size_bytes"], "smaller", "larger", 2)],
-        [metric, *metric_cells(before["accuracy"], after["accuracy"])],
-    ]
-    latency_before, latency_after = before["latency_ms"], after["latency_ms"]
-    for key in latency_keys(latency_before, latency_after):
-        ms_before, ms_after = latency_before.get(key), latency_after.get(key)
-        rows.append([
-            f"latency {key.replace('_', ' ')}",
-            format_ms(ms_before),
-            format_ms(ms_after),
-            ratio(ms_before, ms_after, "faster", "slower", 1)
-            + (f" (unreliable: {runs} runs)" if isinstance(runs, int) and runs < MIN_RELIABLE_RUNS else ""),
-        ])
-    table = _render_table(["", "before", "after", "change"], rows, "lrrl")
-    return "Summary\n" + table
+    :data:`~neuroprune.report.formatting.MIN_RELIABLE_RUNS` runs is marked unreliable."""
+    rows = summary_rows(before, after, metric, runs)
+    return "Summary\n" + _render_table(["", "before", "after", "change"], rows, "lrrl")
 
 
 def _target_section(target: dict[str, Any], finetune: dict[str, Any] | None) -> str:

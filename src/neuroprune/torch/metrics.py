@@ -19,8 +19,7 @@ import dataclasses
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import safetensors.torch
@@ -30,9 +29,8 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuroprune.core.errors import ConfigError, MeasurementWarning
-
-MIN_RELIABLE_RUNS = 20
-"""Latency medians from fewer timed runs are marked unreliable (one run of 0.04 ms can read "42x faster")."""
+from neuroprune.report.formatting import MIN_RELIABLE_RUNS
+from neuroprune.torch.modes import evaluation_mode, traceable_eval_mode
 
 
 @dataclasses.dataclass
@@ -114,13 +112,8 @@ def run_flop_counter(model: nn.Module, example_input: Any) -> FlopCounterMode:
     """One forward of ``model`` under a ``FlopCounterMode`` (eval mode, no gradients, the fused
     attention fast path off); the counter holds the FLOPs per module (``get_flop_counts()``)."""
     counter = FlopCounterMode(display=False)
-    fast_path = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with _eval_mode(model), torch.no_grad(), counter:
-            _forward(model, example_input)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast_path)
+    with traceable_eval_mode(model), counter:
+        _forward(model, example_input)
     return counter
 
 
@@ -165,7 +158,7 @@ def measure_latency_ms(
         raise ConfigError([f"warmup must be at least 0, got {warmup!r}"])
     cuda_devices = _cuda_devices(model, example_input)
     times = []
-    with _eval_mode(model), torch.inference_mode():
+    with evaluation_mode(model), torch.inference_mode():
         for _ in range(warmup):
             _forward(model, example_input)
         for _ in range(runs):
@@ -229,18 +222,6 @@ def _forward(model: nn.Module, example_input: Any) -> Any:
     if isinstance(example_input, tuple):
         return model(*example_input)
     return model(example_input)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put the model in eval mode, then restore each module's own mode."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _cuda_devices(model: nn.Module, example_input: Any) -> set[torch.device]:

@@ -17,6 +17,9 @@ Example:
     >>> with training_mode(model):
     ...     model.training, model[1].training
     (True, False)
+
+:func:`traceable_eval_mode` adds what a FLOP counter or an exporter needs on top of
+:func:`evaluation_mode`: no gradients and ``nn.MultiheadAttention``'s fused fast path off.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 import torch.nn as nn
 
 
@@ -71,3 +75,33 @@ def training_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         restore_modes(modes)
+
+
+@contextmanager
+def traceable_eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """:func:`evaluation_mode`, no gradients, and ``nn.MultiheadAttention``'s fused fast path off.
+
+    In eval mode without gradients ``nn.MultiheadAttention`` calls the fused
+    ``aten::_native_multi_head_attention``, which neither ``FlopCounterMode`` nor the ONNX exporter
+    can follow; the regular path computes the same thing in plain operations. The fast-path
+    setting is global, so it is restored afterwards (also on error).
+
+    Example:
+        >>> model = nn.MultiheadAttention(4, 2)
+        >>> with traceable_eval_mode(model):
+        ...     model.training, torch.is_grad_enabled()
+        (False, False)
+        >>> model.training
+        True
+    """
+    mha = getattr(torch.backends, "mha", None)
+    fast_path = mha.get_fastpath_enabled() if mha is not None else None
+    with evaluation_mode(model):
+        try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
+            with torch.no_grad():
+                yield model
+        finally:
+            if mha is not None:
+                mha.set_fastpath_enabled(fast_path)

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from neuroprune.data import DataSplits
 from neuroprune.core.errors import DataMismatchError, DataWarning
+from neuroprune.torch.modes import evaluation_mode
 
 PROBE_SAMPLES = 2
 """Training samples the probe runs through the model."""
@@ -71,10 +72,6 @@ def _describe_samples(data: DataSplits) -> str:
     return f"samples of {data.name} have shape {shape} ({layout})"
 
 
-def _mode_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(module, module.training) for module in model.modules()]
-
-
 def probe_model(model: nn.Module, data: DataSplits) -> int:
     """Run ``model`` on two training samples and check its outputs against the labels.
 
@@ -94,19 +91,14 @@ def probe_model(model: nn.Module, data: DataSplits) -> int:
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None else torch.float32
     x = data.x_train[:PROBE_SAMPLES].to(device=device, dtype=dtype)
-    modes = _mode_flags(model)
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             output = model(x)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as error:
         expects = describe_first_layer(model) or "the model cannot take them"
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DataMismatchError(f"the data does not fit the model: {_describe_samples(data)}, but {expects} "
                                 f"(running the model on them raised {type(error).__name__}: {reason})") from error
-    finally:
-        for module, training in modes:
-            module.training = training
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
         got = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
         raise DataMismatchError(f"the model returns {got} for a batch of {len(x)}; classification needs logits of "

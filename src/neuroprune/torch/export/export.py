@@ -1,8 +1,8 @@
 """The exporters: ONNX, TorchScript and ``torch.export`` programs, each written atomically and checked.
 
 See :mod:`neuroprune.torch.export` for the choices (which ONNX exporter, tracing, ``Dim.AUTO``).
-Every function exports in :func:`export_mode` (eval mode, no gradients, the fused attention
-fast path off), writes to a temporary file beside the target (:func:`~neuroprune.core.atomic.atomic_path`)
+Every function exports in :func:`~neuroprune.torch.modes.traceable_eval_mode` (eval mode, no
+gradients, the fused attention fast path off), writes to a temporary file beside the target (:func:`~neuroprune.core.atomic.atomic_path`)
 that takes the final name only once the export and its check succeeded, and returns an
 :class:`~neuroprune.torch.export.verify.ExportCheck`.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,29 +28,7 @@ from neuroprune.core.errors import ConfigError, ExportError, UnknownNameError
 from neuroprune.torch.export.diagnose import (ModuleTracker, describe_failure, explain_failure,
                                               native_output_to_devnull, one_line, quiet_torch_warnings)
 from neuroprune.torch.export.verify import ExportCheck, as_tuple, check_batches, eager_outputs, flatten_outputs, run_checks
-from neuroprune.torch.modes import evaluation_mode
-
-
-@contextlib.contextmanager
-def export_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (each submodule's own mode restored after), no gradients, and ``nn.MultiheadAttention``'s
-    fused fast path off.
-
-    In eval mode without gradients ``nn.MultiheadAttention`` calls the fused
-    ``aten::_native_multi_head_attention``, which the ONNX exporter cannot translate; the
-    regular path computes the same thing in exportable operations.
-    """
-    mha = getattr(torch.backends, "mha", None)
-    fastpath = mha.get_fastpath_enabled() if mha is not None else None
-    with evaluation_mode(model):
-        try:
-            if mha is not None:
-                mha.set_fastpath_enabled(False)
-            with torch.no_grad():
-                yield
-        finally:
-            if mha is not None:
-                mha.set_fastpath_enabled(fastpath)
+from neuroprune.torch.modes import traceable_eval_mode
 
 
 def _io_names(prefix: str, count: int) -> list[str]:
@@ -126,7 +104,7 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
                           "install them with: pip install 'neuroprune[export]'") from error
     inputs = as_tuple(example_inputs)
     path = Path(path)
-    with export_mode(model):
+    with traceable_eval_mode(model):
         expected = eager_outputs(model, inputs)
         input_names, output_names = _io_names("input", len(inputs)), _io_names("output", len(expected))
         attempts = {"torchscript": [("TorchScript-based torch.onnx exporter", _onnx_classic)],
@@ -189,7 +167,7 @@ def export_torchscript(model: nn.Module, example_inputs: torch.Tensor | Sequence
     """
     inputs = as_tuple(example_inputs)
     path = Path(path)
-    with export_mode(model):
+    with traceable_eval_mode(model):
         expected = eager_outputs(model, inputs)
         with atomic_path(path) as target:
             tracker = ModuleTracker(model)
@@ -264,7 +242,7 @@ def export_program(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
     inputs = as_tuple(example_inputs)
     path = Path(path)
     auto = getattr(torch.export.Dim, "AUTO", None)
-    with export_mode(model):
+    with traceable_eval_mode(model):
         expected = eager_outputs(model, inputs)
         with atomic_path(path) as target:
             dynamic_shapes = None

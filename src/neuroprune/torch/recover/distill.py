@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from neuroprune.core.errors import ConfigError, NonFiniteError
+from neuroprune.core.errors import ConfigError
+from neuroprune.torch.recover.training import training_step
 
 
 @dataclass
@@ -94,17 +95,12 @@ def distill(model: nn.Module, task, *, epochs: int = 1, max_seconds: float | Non
                     fraction = max(fraction, result.steps / (per_epoch * epochs))
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(learning_rate, result.steps, warmup_steps, fraction)
-                loss = loss_fn(model, batch)
-                if not bool(torch.isfinite(loss)):
-                    raise NonFiniteError(f"distillation loss became {loss.item()} at step {result.steps + 1}; "
-                                         "lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item(), count + 1
+                value = training_step(loss_fn(model, batch), optimizer, what="distillation loss",
+                                      where=f"at step {result.steps + 1}")
+                total, count = total + value, count + 1
                 result.steps += 1
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4g}", refresh=False)
                 if max_seconds is not None and time.perf_counter() - start >= max_seconds:
                     result.stopped = "time"
                     break

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from neuroprune.core.errors import NonFiniteError
 from neuroprune.torch.modes import training_mode
 from neuroprune.torch.recover.precision import MasterWeights
+from neuroprune.torch.recover.training import training_step
 
 
 def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3, progress: bool = True,
@@ -53,13 +53,8 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
                     loss = task.distillation_loss(model, teacher, batch, distill_weight, temperature)
                 else:
                     loss = task.loss(model, batch)
-                if not bool(torch.isfinite(loss)):
-                    raise NonFiniteError(f"fine-tuning loss became {loss.item()} in epoch {epoch + 1}; "
-                                         "lower the learning rate")
-                masters.zero_grad(optimizer)
-                loss.backward()
-                masters.step(optimizer)
-                total, count = total + loss.item(), count + 1
+                value = training_step(loss, optimizer, masters, what="fine-tuning loss", where=f"in epoch {epoch + 1}")
+                total, count = total + value, count + 1
             history.append(total / max(count, 1))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history
