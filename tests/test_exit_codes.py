@@ -111,12 +111,12 @@ def test_interrupt_before_anything_is_written_says_so(tmp_path, monkeypatch, cap
 
 
 def test_interrupt_after_the_folder_is_saved_names_it(tmp_path, monkeypatch, capsys):
-    import neuroprune.cli.prune as prune_cli
+    import neuroprune.workflows.outputs as outputs
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prune_cli, "write_report_json", interrupted)
+    monkeypatch.setattr(outputs, "write_report_json", interrupted)
     out = tmp_path / "o"
     assert main(["prune", "--model", "zoo:mlp", "--out", str(out), "--json", str(tmp_path / "r.json"), *QUICK]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]

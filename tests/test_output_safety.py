@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import neuroprune.cli.demo as demo_cli
 import neuroprune.cli.export as export_cli
 import neuroprune.cli.prune as prune_cli
 import neuroprune.cli.sensitivity as sensitivity_cli
 import neuroprune.cli.train_prune as train_prune_cli
+import neuroprune.workflows.demo as demo_workflow
+import neuroprune.workflows.prune_and_report as prune_workflow
 from neuroprune import load
 from neuroprune.cli.main import main
 from neuroprune.core.errors import ConfigError
@@ -39,9 +40,9 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the output paths were checked")
 
     monkeypatch.setattr(prune_cli, "trained_model_and_task", forbidden)
-    monkeypatch.setattr(prune_cli, "prune", forbidden)
-    monkeypatch.setattr(demo_cli, "finetune", forbidden)
-    monkeypatch.setattr(train_prune_cli, "load_data_for", forbidden)
+    monkeypatch.setattr(prune_workflow, "prune", forbidden)
+    monkeypatch.setattr(demo_workflow, "finetune", forbidden)
+    monkeypatch.setattr(train_prune_cli, "data_for_model", forbidden)
     monkeypatch.setattr(sensitivity_cli, "trained_model_and_task", forbidden)
     monkeypatch.setattr(export_cli, "export_folder", forbidden)
 
@@ -202,7 +203,7 @@ def test_failing_explain_keeps_the_saved_result(tmp_path, capsys, monkeypatch):
     def explode(*args, **kwargs):
         raise ConfigError(["criterion 'obs' cannot score this model"])
 
-    monkeypatch.setattr(prune_cli, "explain", explode)
+    monkeypatch.setattr(prune_workflow, "explain", explode)
     out = tmp_path / "o"
     assert main(["prune", "--model", "zoo:mlp", "--out", str(out), "--json", str(tmp_path / "r.json"),
                  "--explain", str(tmp_path / "s.csv"), *QUICK]) == 2

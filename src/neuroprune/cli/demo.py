@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from neuroprune.core.config import PruneConfig
-from neuroprune.data import load_digits
-from neuroprune.torch.recover.finetune import finetune
-from neuroprune.report.table import format_report, write_report_json
-from neuroprune.core.loop import prune
-from neuroprune.tasks.classification import ClassificationTask
-from neuroprune.models.zoo import build_model
-from neuroprune.cli.common import check_output, print_err
-
-DEMO_CONFIG = dict(criterion="rank", ratio=0.75, steps=5, tolerance=0.02, reconstruct=True, finetune_epochs=3)
+from neuroprune.cli.common import check_output
+from neuroprune.cli.console import PrintingListener
+from neuroprune.workflows.demo import DEMO_CONFIG, run_demo  # noqa: F401 - DEMO_CONFIG's old import path
+from neuroprune.workflows.outputs import Outputs
 
 
 def register(subparsers) -> None:
@@ -38,18 +30,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output(args)
     start = time.perf_counter()
-    torch.manual_seed(args.seed)
-    task = ClassificationTask(load_digits(seed=args.seed), seed=args.seed)
-    model = build_model("mlp")
-    print_err("training the 64-128-64-10 MLP on digits (30 epochs, Adam)")
-    finetune(model, task, epochs=30, progress=not args.quiet, desc="training")
-    config = PruneConfig(**DEMO_CONFIG, seed=args.seed, progress=not args.quiet)
-    result = prune(model, task, config)
-    print(format_report(result.report))
-    result.save(args.out, overwrite=args.overwrite)
-    args.kept.append(f"the pruned model in {args.out}/")
-    if args.json:
-        write_report_json(result.report, args.json)
-    print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json, report.html, figures/) in {time.perf_counter() - start:.1f} s")
+    listener = PrintingListener(args, warn_missed_target=False, announce_saved=False)
+    run_demo(seed=args.seed, progress=not args.quiet,
+             outputs=Outputs(folder=args.out, json=args.json, overwrite=args.overwrite, kept=args.kept),
+             listener=listener)
+    print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json, report.html, figures/) in "
+          f"{time.perf_counter() - start:.1f} s")
     print(f"reload with: neuroprune.load({args.out!r}, lambda: neuroprune.build_model('mlp'))")
     return 0

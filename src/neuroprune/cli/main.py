@@ -16,7 +16,7 @@ import traceback
 
 from neuroprune.core.errors import NeuropruneError
 from neuroprune.cli import criteria, demo, export, prune, sensitivity, train_prune
-from neuroprune.cli.common import warnings_as_lines
+from neuroprune.cli.console import warnings_as_lines
 from neuroprune.cli.interrupts import describe_kept, exit_status, sigterm_as_interrupt
 
 #: Errors of the machine, not of neuroprune: a full disk, a read-only filesystem, missing permission.

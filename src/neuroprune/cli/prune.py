@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 
-from neuroprune.core.atomic import remove_folder
-from neuroprune.analysis.budget import Budget, search_budget
-from neuroprune.torch.checkpoint import check_checkpoint_folder, checkpoint_exists, is_checkpoint
-from neuroprune.core.errors import CheckpointError, ConfigError, NeuropruneError
-from neuroprune.analysis.explain import explain
-from neuroprune.report.scores_csv import write_scores_csv
-from neuroprune.report.table import format_report, write_report_json
-from neuroprune.core.loop import PruneResult, prune
-from neuroprune.core.target import budget_target, warning_line
-from neuroprune.cli.common import (add_data_arguments, add_pruning_arguments, check_output, config_from_args, data_entry,
-                     parse_model_spec, prepare_weights, print_err, seed_everything, trained_model_and_task)
+from neuroprune.cli.arguments import add_data_arguments, add_pruning_arguments
+from neuroprune.cli.common import check_output, prepare_weights, seed_everything, trained_model_and_task
+from neuroprune.cli.console import PrintingListener, print_err
 from neuroprune.cli.outputs import check_distinct, check_output_file, check_output_folder, input_paths
+from neuroprune.cli.settings import budget_from_args, config_from_args
+from neuroprune.core.errors import CheckpointError, ConfigError
+from neuroprune.core.loop import PruneResult
+from neuroprune.models.spec import parse_model_spec
+from neuroprune.torch.checkpoint import check_checkpoint_folder, checkpoint_exists
+from neuroprune.workflows.outputs import Outputs, tokenizer_files
+from neuroprune.workflows.prune_and_report import prune_and_report
 
 #: Exit status of ``--require-target`` when the target was not reached.
 TARGET_MISSED_EXIT = 3
@@ -95,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if parse_model_spec(args.model)[0] == "hf":
         return run_hf(args, config)
     model, task = trained_model_and_task(args, config.progress)
-    result = prune_and_report(model, task, config, args)
+    result = run_prune_and_report(model, task, config, args)
     return target_exit(result, args)
 
 
@@ -146,75 +142,21 @@ def check_prune_outputs(args: argparse.Namespace, config) -> str | None:
     return checkpoint
 
 
-def budget_from_args(args: argparse.Namespace) -> Budget | None:
-    values = {"flops": args.target_flops, "params": args.target_params, "latency": args.target_latency,
-              "max_drop": args.max_drop}
-    return Budget(**values) if any(v is not None for v in values.values()) else None
+def outputs_from_args(args: argparse.Namespace, extra_files: dict[str, bytes] | None = None) -> Outputs:
+    """Where ``--out`` / ``--json`` write; what is written is noted in ``args.kept`` (for an interrupt)."""
+    return Outputs(folder=args.out, json=args.json, overwrite=args.overwrite, html=not args.no_html,
+                   extra_files=extra_files, kept=args.kept)
 
 
-def prune_and_report(model, task, config, args: argparse.Namespace,
-                     finish: Callable[[PruneResult], None] | None = None,
-                     extra_files: dict[str, bytes] | None = None) -> PruneResult:
-    """Budget search (if asked), the loop (with a checkpoint), explanation, table and saved folder;
-    ``finish(result)`` may add to the report before it is printed and saved."""
-    budget = budget_from_args(args)
-    extra: dict = {"data": data_entry(task, args)}
-    if budget is not None:
-        found = search_budget(model, task, config, budget, progress=config.progress)
-        print_err(f"budget search ({budget.describe()}): achieved {found.achieved}; per-layer ratios "
-                  + ", ".join(f"{name} {ratio:.2f}" for name, ratio in found.ratios.items()))
-        config = found.config(config)
-        extra |= {"budget": {"target": budget.describe(), "ratios": found.ratios, "achieved": found.achieved},
-                 "sensitivity": found.sensitivity["layers"]}
-    checkpoint = checkpoint_path(args, config)
-    args.checkpoint_path = checkpoint
-    result = prune(model, task, config, checkpoint=checkpoint, resume=args.resume)
-    result.report.update(extra)
-    if budget is not None:
-        result.report["target"] = budget_target(result.report["target"], budget, result.report, found.achieved)
-    if finish is not None:
-        finish(result)
-    print(format_report(result.report))
-    if not result.report["target"]["reached"]:
-        print_err("neuroprune: warning: " + warning_line(result.report["target"]))
-    _write_result(result, args, extra_files)
-    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
-        remove_folder(checkpoint)  # the default checkpoint has served its purpose
-    if args.explain:  # after the result is safe: a failing explanation cannot lose it
-        try:
-            scores, removed = explain(model, task, result.plan, activation_threshold=config.activation_threshold,
-                                      progress=config.progress)
-        except NeuropruneError as error:
-            kept = "; ".join(args.kept) or "nothing"
-            error.args = (f"{error} (--explain failed after the run; kept: {kept})",)
-            raise
-        result.report["scores"] = scores
-        _write_result(result, args, extra_files, again=True)  # now with the score figures
-        write_scores_csv(args.explain, scores, removed)
-        args.kept.append(f"the scores in {args.explain}")
-    return result
-
-
-def tokenizer_files(tokenizer) -> dict[str, bytes]:
-    """The files ``tokenizer.save_pretrained`` writes, as contents, so they are saved with the model
-    in one atomic step (an interrupted run never leaves a folder with half of them)."""
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        return {str(path.relative_to(folder)): path.read_bytes() for path in Path(folder).rglob("*") if path.is_file()}
-
-
-def _write_result(result: PruneResult, args: argparse.Namespace, extra_files: dict[str, bytes] | None = None, *,
-                  again: bool = False) -> None:
-    if args.out:
-        result.save(args.out, overwrite=args.overwrite or again, html=not args.no_html, extra=extra_files)
-        if not again:
-            args.kept.append(f"the pruned model in {args.out}/")
-            print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
-                  + ("" if args.no_html else ", report.html, figures/") + ")")
-    if args.json:
-        write_report_json(result.report, args.json)
-        if not again:
-            args.kept.append(f"the report in {args.json}")
+def run_prune_and_report(model, task, config, args: argparse.Namespace, finish=None,
+                         extra_files: dict[str, bytes] | None = None) -> PruneResult:
+    """:func:`~neuroprune.workflows.prune_and_report.prune_and_report` with the command's options, printing
+    as it goes."""
+    return prune_and_report(
+        model, task, config, budget=budget_from_args(args), checkpoint=args.checkpoint_path, resume=args.resume,
+        discard_checkpoint_after=args.checkpoint is None and bool(args.out),
+        outputs=outputs_from_args(args, extra_files), explain_csv=args.explain, data_spec=args.data, finish=finish,
+        listener=PrintingListener(args))
 
 
 def run_hf(args: argparse.Namespace, config) -> int:
@@ -252,7 +194,7 @@ def run_hf(args: argparse.Namespace, config) -> int:
     print_err(f"{args.data[5:]}: {sizes['train']} training sentences ({sizes['calibration']} for calibration), "
               f"{sizes['val']} validation, {sizes['test']} test; quality = fidelity (mean cosine similarity of "
               "sentence embeddings to the unpruned model's)")
-    result = prune_and_report(model, task, config, args, extra_files=tokenizer_files(tokenizer))
+    result = run_prune_and_report(model, task, config, args, extra_files=tokenizer_files(tokenizer))
     if args.out:
         print(f"also saved config.json and the tokenizer to {args.out}/")
         if plain_loadable(result.model):

@@ -22,8 +22,10 @@ import dataclasses
 
 from neuroprune.core.errors import ConfigError
 from neuroprune.core.loop import PruneResult
-from neuroprune.cli.common import print_err
-from neuroprune.cli.prune import budget_from_args, prune_and_report, target_exit, tokenizer_files
+from neuroprune.cli.console import print_err
+from neuroprune.cli.prune import run_prune_and_report, target_exit
+from neuroprune.cli.settings import budget_from_args
+from neuroprune.workflows.outputs import tokenizer_files
 
 
 def uniform_problems(config, args: argparse.Namespace) -> list[str]:
@@ -93,7 +95,7 @@ def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents:
     def finish(result: PruneResult) -> None:
         result.report["generation"] = {"prompt": prompt, "before": before, "after": check(result.model)}
 
-    result = prune_and_report(model, task, config, args, finish, extra_files=tokenizer_files(tokenizer))
+    result = run_prune_and_report(model, task, config, args, finish, extra_files=tokenizer_files(tokenizer))
     if args.uniform and not plain_loadable(result.model):  # pragma: no cover - the checks above prevent it
         raise ConfigError(["--uniform: the pruned layers ended with different widths"])
     if args.out:

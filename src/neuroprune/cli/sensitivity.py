@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from neuroprune.core.atomic import write_atomic
+from neuroprune.analysis.sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
+from neuroprune.cli.arguments import add_data_arguments
+from neuroprune.cli.common import seed_everything, trained_model_and_task
+from neuroprune.cli.outputs import check_distinct, check_output_file, input_paths
 from neuroprune.core.config import PruneConfig
 from neuroprune.core.errors import ConfigError
-from neuroprune.report.plots import figure_png, plot_sensitivity
-from neuroprune.analysis.sensitivity import DEFAULT_RATIOS, analyse_sensitivity, format_sensitivity
-from neuroprune.cli.common import add_data_arguments, seed_everything, trained_model_and_task
-from neuroprune.cli.outputs import check_distinct, check_output_file, input_paths
+from neuroprune.workflows.outputs import save_sensitivity
 
 EXAMPLES = """\
 examples:
@@ -53,9 +52,5 @@ def run(args: argparse.Namespace) -> int:
     result = analyse_sensitivity(model, task, config, ratios=ratios, progress=config.progress)
     result["data"] = task.data.describe()
     print(format_sensitivity(result))
-    if args.json:
-        write_atomic(args.json, json.dumps(result, indent=2))
-        args.kept.append(f"the curves in {args.json}")
-    if args.plot:
-        write_atomic(args.plot, figure_png(plot_sensitivity({"sensitivity": result["layers"], "metric": result["metric"]})))
+    save_sensitivity(result, json_path=args.json, plot_path=args.plot, kept=args.kept)
     return 0

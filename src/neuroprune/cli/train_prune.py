@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-import torch
-
+from neuroprune.analysis.gradual import SCHEDULES
+from neuroprune.cli.arguments import add_data_arguments
+from neuroprune.cli.common import check_int_options, check_output, seed_everything
+from neuroprune.cli.console import PrintingListener
 from neuroprune.core.errors import ConfigError
-from neuroprune.analysis.gradual import SCHEDULES, GradualPruner
-from neuroprune.torch.metrics import measure_model
-from neuroprune.report.table import format_report, write_report_json
-from neuroprune.core.loop import PruneResult
+from neuroprune.models.spec import build_from_spec
 from neuroprune.tasks.classification import ClassificationTask
 from neuroprune.torch.probe import probe_model
-from neuroprune.cli.common import add_data_arguments, build_from_spec, check_output, load_data_for, seed_everything
+from neuroprune.workflows.outputs import Outputs, save_result
+from neuroprune.workflows.prepare import data_for_model
+from neuroprune.workflows.train_prune import epoch_window, train_prune
 
 EXAMPLES = """\
 examples:
@@ -50,48 +50,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError([f"--calibration-samples has no effect in train-prune: its criterion ({args.criterion}; "
                            "choices: magnitude, random) reads weights only, never calibration data"])
     check_output(args)
-    start = args.start_epoch if args.start_epoch is not None else max(0, args.epochs // 10)
-    end = args.end_epoch if args.end_epoch is not None else max(start + 1, int(args.epochs * 0.7))
-    if args.epochs < 1 or not 0 <= start < end <= args.epochs:
-        raise ConfigError([f"need 0 <= --start-epoch < --end-epoch <= --epochs, got {start}, {end}, {args.epochs}"])
+    epoch_window(args.epochs, args.start_epoch, args.end_epoch)  # refused before any work
     seed_everything(args.seed)
-    data = load_data_for(args.model, args)
+    check_int_options(args)
+    data = data_for_model(args.model, args.data, layout=args.layout, image_size=args.image_size, seed=args.seed,
+                          standardize=args.standardize)
     model = build_from_spec(args.model, data)
     probe_model(model, data)
-    task = ClassificationTask(data, batch_size=args.batch_size, seed=args.seed).bind(model)
-    per_epoch = math.ceil(len(data.x_train) / args.batch_size)
-    pruner = GradualPruner(model, task.example_input(), ratio=args.ratio, start=start * per_epoch, end=end * per_epoch,
-                           frequency=max(1, per_epoch // 4), schedule=args.schedule, criterion=args.criterion)
-    before = measure_model(model, task.make_input, accuracy=None).to_dict()
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    records, step = [], 0
-    for epoch in range(args.epochs):
-        model.train()
-        for batch in task.train_batches(epoch):
-            loss = task.loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            pruner.step(step)
-            step += 1
-        removed = sum(len(units) for units in pruner.masked.values())
-        metric = task.evaluate(model, "val")
-        records.append({"step": epoch + 1, "attempt": 1, "target_ratio": pruner.fraction, "removed": removed,
-                        "accuracy": metric, "accepted": True, "reason": f"{args.schedule} schedule, epoch {epoch + 1}"})
-        if not args.quiet:
-            print(f"epoch {epoch + 1}/{args.epochs}: {pruner.fraction:.0%} masked, val {task.metric_name} {metric:.4f}")
-    small, plan = pruner.finalize()
-    after = measure_model(small, task.make_input, accuracy=task.evaluate(small, "test")).to_dict()
-    widths = {g.name: g.size - len(pruner.masked[g.name]) for g in pruner.graph.groups}
-    report = {"metric": task.metric_name, "before": before, "after": after, "steps": records,
-              "layers": [{"name": g.name, "width_before": g.size, "width_after": widths[g.name]} for g in pruner.graph.groups],
-              "fixed_layers": pruner.graph.frozen, "data": data.describe(),
-              "config": {"mode": "train-prune", "ratio": args.ratio, "epochs": args.epochs, "start_epoch": start,
-                         "end_epoch": end, "schedule": args.schedule, "criterion": args.criterion, "lr": args.lr}}
-    print(format_report(report))
-    PruneResult(small, plan, report).save(args.out, overwrite=args.overwrite)
-    args.kept.append(f"the pruned model in {args.out}/")
-    if args.json:
-        write_report_json(report, args.json)
+    task = ClassificationTask(data, batch_size=args.batch_size, seed=args.seed)
+    listener = PrintingListener(args, announce_saved=False)
+    result = train_prune(model, task, ratio=args.ratio, epochs=args.epochs, start_epoch=args.start_epoch,
+                         end_epoch=args.end_epoch, schedule=args.schedule, criterion=args.criterion,
+                         learning_rate=args.lr, listener=listener)
+    listener.report_ready(result)
+    save_result(result, Outputs(folder=args.out, json=args.json, overwrite=args.overwrite, kept=args.kept))
     print(f"\nsaved to {args.out}/")
     return 0
