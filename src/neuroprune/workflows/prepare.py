@@ -3,7 +3,7 @@
 Example:
     >>> model, task = classifier_and_task("zoo:mlp", "digits", train_epochs=0, progress=False)
     >>> type(model).__name__, task.metric_name
-    ('MLP', 'accuracy')
+    ('Sequential', 'accuracy')
 """
 
 from __future__ import annotations
