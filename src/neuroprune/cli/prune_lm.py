@@ -18,13 +18,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from neuroprune.core.errors import ConfigError
-from neuroprune.core.loop import PruneResult
 from neuroprune.cli.console import print_err
 from neuroprune.cli.prune import run_prune_and_report, target_exit
 from neuroprune.cli.settings import budget_from_args
+from neuroprune.workflows.causal_lm import GenerationCheck, protect_blocks
 from neuroprune.workflows.outputs import tokenizer_files
 
 
@@ -63,20 +62,15 @@ def partly_ignored(model, ignore) -> list[str]:
 def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents: list[str]) -> int:
     """A causal LM: perplexity on held-out blocks, logit distillation, a generation check in the report."""
     from neuroprune.hf.adapter import find_blocks, plain_loadable
-    from neuroprune.tasks.generate import generation_check
     from neuroprune.tasks.language_model import LMTask
 
     blocks = [block.path for block in find_blocks(model)]
-    if args.protect_first < 0 or args.protect_last < 0 or args.protect_first + args.protect_last >= max(len(blocks), 1):
-        raise ConfigError([f"--protect-first ({args.protect_first}) and --protect-last ({args.protect_last}) must be "
-                           f">= 0 and leave at least one of the model's {len(blocks)} blocks to prune"])
+    protected_config = protect_blocks(config, blocks, args.protect_first, args.protect_last)  # range checked first
     if args.uniform:
         problems = uniform_problems(config, args) + partly_ignored(model, config.ignore)
         if problems:
             raise ConfigError(problems)
-    protected = blocks[:args.protect_first] + (blocks[len(blocks) - args.protect_last:] if args.protect_last else [])
-    if protected:
-        config = dataclasses.replace(config, ignore=tuple(config.ignore) + tuple(protected))
+    config = protected_config
     task = LMTask(documents, tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
                   calibration_samples=args.calibration_samples, seed=args.seed, distill_seconds=args.distill_seconds,
                   lm_weight=args.lm_weight)
@@ -85,17 +79,8 @@ def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents:
               f"for calibration), {sizes['val']} validation, {sizes['test']} test; quality = perplexity (lower is "
               f"better; --tolerance {config.tolerance:g} allows {config.tolerance:.0%} higher validation perplexity)")
     prompt = args.prompt or " ".join(task.documents["test"][0].split()[:6])
-
-    def check(model_) -> dict:
-        return generation_check(model_, tokenizer, prompt, batch_sizes=(1, 8),
-                                runs=min(3, config.latency_runs))
-
-    before = check(model)
-
-    def finish(result: PruneResult) -> None:
-        result.report["generation"] = {"prompt": prompt, "before": before, "after": check(result.model)}
-
-    result = run_prune_and_report(model, task, config, args, finish, extra_files=tokenizer_files(tokenizer))
+    generation = GenerationCheck(model, tokenizer, prompt, runs=min(3, config.latency_runs))
+    result = run_prune_and_report(model, task, config, args, generation.finish, extra_files=tokenizer_files(tokenizer))
     if args.uniform and not plain_loadable(result.model):  # pragma: no cover - the checks above prevent it
         raise ConfigError(["--uniform: the pruned layers ended with different widths"])
     if args.out:
