@@ -195,13 +195,20 @@ def run_hf(args: argparse.Namespace, config) -> int:
               f"{sizes['val']} validation, {sizes['test']} test; quality = fidelity (mean cosine similarity of "
               "sentence embeddings to the unpruned model's)")
     result = run_prune_and_report(model, task, config, args, extra_files=tokenizer_files(tokenizer))
-    if args.out:
-        print(f"also saved config.json and the tokenizer to {args.out}/")
-        if plain_loadable(result.model):
-            print(f"reload with: transformers.AutoModel.from_pretrained({args.out!r}) or "
-                  f"neuroprune.hf.adapter.load_pretrained({args.out!r})")
-        else:
-            print(f"reload with: neuroprune.hf.adapter.load_pretrained({args.out!r}) (the transformers config cannot "
-                  "express per-layer widths or pruned BERT heads, so plain from_pretrained refuses the shapes)")
+    print_reload_hint(args, plain_loadable(result.model), "AutoModel",
+                      "the transformers config cannot express per-layer widths or pruned BERT heads, so plain "
+                      "from_pretrained refuses the shapes")
     return target_exit(result, args)
+
+
+def print_reload_hint(args: argparse.Namespace, plain: bool, auto_class: str, why_not_plain: str) -> None:
+    """With ``--out``: what was saved beside the model, and how to reload it (plain ``transformers`` if it can)."""
+    if not args.out:
+        return
+    print(f"also saved config.json and the tokenizer to {args.out}/")
+    if plain:
+        print(f"reload with: transformers.{auto_class}.from_pretrained({args.out!r}) or "
+              f"neuroprune.hf.adapter.load_pretrained({args.out!r})")
+    else:
+        print(f"reload with: neuroprune.hf.adapter.load_pretrained({args.out!r}) ({why_not_plain})")
 

@@ -21,7 +21,7 @@ import argparse
 
 from neuroprune.core.errors import ConfigError
 from neuroprune.cli.console import print_err
-from neuroprune.cli.prune import run_prune_and_report, target_exit
+from neuroprune.cli.prune import print_reload_hint, run_prune_and_report, target_exit
 from neuroprune.cli.settings import budget_from_args
 from neuroprune.workflows.causal_lm import GenerationCheck, protect_blocks
 from neuroprune.workflows.outputs import tokenizer_files
@@ -83,12 +83,6 @@ def run_causal_lm(args: argparse.Namespace, config, model, tokenizer, documents:
     result = run_prune_and_report(model, task, config, args, generation.finish, extra_files=tokenizer_files(tokenizer))
     if args.uniform and not plain_loadable(result.model):  # pragma: no cover - the checks above prevent it
         raise ConfigError(["--uniform: the pruned layers ended with different widths"])
-    if args.out:
-        print(f"also saved config.json and the tokenizer to {args.out}/")
-        if plain_loadable(result.model):
-            print(f"reload with: transformers.AutoModelForCausalLM.from_pretrained({args.out!r}) or "
-                  f"neuroprune.hf.adapter.load_pretrained({args.out!r})")
-        else:
-            print(f"reload with: neuroprune.hf.adapter.load_pretrained({args.out!r}) (per-layer widths differ; "
-                  "pass --uniform for a standard config)")
+    print_reload_hint(args, plain_loadable(result.model), "AutoModelForCausalLM",
+                      "per-layer widths differ; pass --uniform for a standard config")
     return target_exit(result, args)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from neuroprune.analysis.gradual import SCHEDULES
-from neuroprune.cli.arguments import add_data_arguments
-from neuroprune.cli.common import check_int_options, check_output, seed_everything
+from neuroprune.cli.arguments import add_data_arguments, check_int_options
+from neuroprune.cli.common import check_output, seed_everything
 from neuroprune.cli.console import PrintingListener
 from neuroprune.core.errors import ConfigError
 from neuroprune.models.spec import build_from_spec
