@@ -125,3 +125,17 @@ def test_channel_slices_and_fixed_tensors_freeze_instead_of_guessing():
     assert graph.groups == []
     assert any("only some channels" in r for r in graph.frozen["a"])
     assert any("fixed tensor" in r for r in graph.frozen["b"])
+
+
+def test_custom_layers_without_handler_are_named_not_a_crash():
+    class RawLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(3, 4))
+
+        def forward(self, x):
+            return x @ self.weight.t()
+
+    with pytest.raises(UnsupportedModuleError, match=r"no handler: 0 \(RawLinear\).*Register a handler"):
+        discover(nn.Sequential(RawLinear(), nn.ReLU()), torch.randn(2, 4))
+    assert discover(nn.Sequential(nn.BatchNorm1d(4)), torch.randn(2, 4)).groups == []  # nothing to prune, no crash

@@ -262,6 +262,22 @@ def _unit_order(ctx: FlowContext, unit: np.ndarray):
     return labels, group_of, index_in_group, producers, sizes
 
 
+def _refuse_unhandled_parameters(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedModuleError` naming the modules that hold their own parameters but
+    have no handler (a custom layer computing with raw parameters), the likely reason that no
+    neuron was found."""
+    unhandled = [(path, type(module).__name__) for path, module in model.named_modules()
+                 if handler_for(module) is None and any(True for _ in module.parameters(recurse=False))]
+    if unhandled:
+        where = ", ".join(f"{path or '(the model)'} ({name})" for path, name in unhandled[:5])
+        more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
+        raise UnsupportedModuleError(
+            f"no layer neuroprune knows computes neurons in this model; these modules compute with parameters of "
+            f"their own but have no handler: {where}{more}. Supported layers: {', '.join(supported_layer_names())}. "
+            "Register a handler for your layer (docs/architecture.md, 'Add a layer handler')",
+            module=unhandled[0][0])
+
+
 def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     """Turn ids, couplings and frozen ids into :class:`Group` objects."""
     ctx.freeze_unsettled_splits()
@@ -271,6 +287,9 @@ def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
         for (p, axis), ids in list(ctx.axes.items()):
             if p == path:
                 ctx.freeze(ids, f"{path}: parameters shared with another layer")
+    if not ctx.producers:  # no layer with a handler computes neurons: nothing is prunable
+        _refuse_unhandled_parameters(model)
+        return DependencyGraph([], {}, {}, {})
     labels, group_of, index_in_group, producers, sizes = _unit_order(ctx, unit)
 
     frozen = np.zeros(len(labels), dtype=bool)
