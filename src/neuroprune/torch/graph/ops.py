@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neuroprune.core.errors import ConfigError
+from neuroprune.core.errors import DuplicateNameError
 from neuroprune.torch.graph.attention_ops import einsum_rule, matmul_rule, opaque_attention_rule, sdpa_rule
 from neuroprune.torch.graph.context import FlowContext, key_dims, make_key
 from neuroprune.torch.graph.sizes import freeze_borrowed_widths, size_kinds
@@ -406,6 +406,5 @@ def register_function_rule(target: Any, rule: Rule, *, replace: bool = False) ->
     """
     table = METHOD_RULES if isinstance(target, str) else FUNCTION_RULES
     if target in table and not replace:
-        raise ConfigError([f"a flow rule is already registered for {getattr(target, '__name__', target)!r} "
-                           "(pass replace=True)"])
+        raise DuplicateNameError("flow rule for", getattr(target, "__name__", str(target)))
     table[target] = rule
