@@ -17,12 +17,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sparse
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from scipy.sparse.csgraph import connected_components
 
+from neuroprune.core.components import component_labels
 from neuroprune.core.errors import UnsupportedModuleError
 from neuroprune.torch.modes import evaluation_mode
 from neuroprune.torch.layers.base import ModuleCall
@@ -217,8 +216,7 @@ def _components(ctx: FlowContext) -> np.ndarray:
         cols = np.concatenate([b for _, b in ctx.edges])
     else:
         rows = cols = np.zeros(0, dtype=np.int64)
-    matrix = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    return connected_components(matrix, directed=False)[1]
+    return component_labels(n, rows, cols)
 
 
 def _shared_parameter_paths(model: nn.Module, paths: Iterable[str]) -> set[str]:
@@ -243,7 +241,7 @@ def _unit_order(ctx: FlowContext, unit: np.ndarray):
     same_axis[starts[1:-1] - 1] = False
     rows, cols = local[:-1][same_axis], local[1:][same_axis]
     n = len(labels)
-    raw_group = connected_components(sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)[1]
+    raw_group = component_labels(n, rows, cols)
     # renumber groups and units by first appearance
     order = np.argsort(first, kind="stable")
     group_number: dict[int, int] = {}
