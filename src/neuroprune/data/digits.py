@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroprune.core.errors import DataError
-from neuroprune.data.splits import DataSplits, check_fraction, check_layout, standardise
+from neuroprune.data.splits import DataSplits, check_fraction, check_layout, check_seed, standardise
 
 
 def load_digits(
@@ -40,6 +40,7 @@ def load_digits(
         torch.Size([360, 1, 32, 32])
     """
     check_layout(layout)
+    check_seed(seed)
     check_fraction("test_fraction", test_fraction)
     check_fraction("val_fraction", val_fraction)
     if layout == "image":

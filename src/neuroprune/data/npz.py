@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from neuroprune.core.errors import DataError, DataWarning
-from neuroprune.data.splits import DataSplits, check_fraction, check_layout, standardise
+from neuroprune.data.splits import DataSplits, check_fraction, check_layout, check_seed, standardise
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 """Arrays an ``.npz`` file must hold for :func:`load_npz`."""
@@ -74,6 +74,7 @@ def load_npz(
     check_layout(layout)
     check_fraction("val_fraction", val_fraction)
     _check_flag("standardize", standardize)
+    check_seed(seed)
     arrays = _read_npz(path)
     _check_arrays(arrays, layout)
     x_train, y_train = arrays["x_train"].astype(np.float64), _labels(arrays["y_train"])

@@ -124,3 +124,9 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     std = train.std(axis=0)
     std[np.ptp(train, axis=0) == 0] = 1.0  # constant features: keep them, just centred
     return [((part - mean) / std).astype(np.float32) for part in (train, *others)]
+
+
+def check_seed(seed: int) -> None:
+    """Raise :class:`DataError` unless ``seed`` is an integer in [0, 2**32) (what the splits accept)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise DataError(f"seed must be an integer in [0, 2**32), got {seed!r}")

@@ -8,10 +8,11 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from neuroprune.core.errors import ConfigError
 from neuroprune.models.arguments import require_positive
 
 
@@ -22,6 +23,8 @@ def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (1
         >>> mlp().fc1
         Linear(in_features=64, out_features=128, bias=True)
     """
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
+        raise ConfigError([f"hidden must be a sequence of layer widths, e.g. (128, 64), got {hidden!r}"])
     hidden = tuple(hidden)
     require_positive(num_classes=num_classes, in_features=in_features)
     require_positive(**{f"hidden[{i}]": width for i, width in enumerate(hidden)})

@@ -22,7 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from neuroprune.core.components import component_labels
-from neuroprune.core.errors import UnsupportedModuleError
+from neuroprune.core.errors import DataMismatchError, NeuropruneError, UnsupportedModelError, UnsupportedModuleError
 from neuroprune.torch.modes import evaluation_mode
 from neuroprune.torch.layers.base import ModuleCall
 from neuroprune.torch.layers.registry import handler_for, supported_layer_names
@@ -76,7 +76,16 @@ class _FlowInterpreter(fx.Interpreter):
         ctx.node_flows, ctx.node_ndims = self.flows, {}  # for rules that look at where a size came from
 
     def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
+        try:
+            value = super().run_node(n)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:  # the model's own computation failed
+            if isinstance(error, NeuropruneError):
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            where = n.target if n.op == "call_module" else _node_path(n)
+            raise DataMismatchError(f"the example inputs do not fit the model: running {where} on them raised "
+                                    f"{type(error).__name__}: {reason}; pass one batch of the shape and dtype the "
+                                    "model takes") from error
         if isinstance(value, torch.Tensor):
             self.ctx.node_ndims[n] = value.dim()
         self.flows[n] = self._flows_for(n, value)
@@ -328,6 +337,8 @@ def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (
 
     The model's parameters, buffers and train/eval modes are left as they were.
     """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"discover needs a torch.nn.Module, got {type(model).__qualname__}")
     ignore = set(ignore)
     unknown = sorted(p for p in ignore if p not in dict(model.named_modules()))
     if unknown:
