@@ -225,7 +225,7 @@ def test_attention_function_taking_its_weights_is_an_opaque_op():
         is opaque_attention_rule
     ops.register_function_rule(window_attention, opaque_attention_rule)
     try:
-        with pytest.raises(ConfigError, match="already registered for 'window_attention'"):
+        with pytest.raises(ConfigError, match="flow rule for 'window_attention' is already registered"):
             ops.register_function_rule(window_attention, opaque_attention_rule)
         graph = discover(model, x)
     finally:

@@ -305,3 +305,121 @@ def test_hf_standardize_is_refused_rather_than_ignored(tmp_path, capsys):
     code = main(["prune", "--model", "hf:x", "--data", "text:s.txt", "--standardize", "--out", str(tmp_path / "o")])
     errors, _ = _lines(capsys)
     assert code == 2 and "--standardize applies to npz: data" in errors[0]
+
+
+# --- every error a user can trigger is a NeuropruneError ------------------------------------------
+
+#: builtin exceptions src/ may still raise on purpose, and where (file, exception)
+BUILTIN_RAISES_ALLOWED = {
+    ("__init__.py", "AttributeError"),  # the module __getattr__ protocol
+    ("core/atomic.py", "OSError"),  # re-raises an errno as the OS would
+}
+
+
+def test_src_raises_no_bare_builtin_errors():
+    """A ``raise ValueError(...)`` (or TypeError, RuntimeError, KeyError, ...) reaches a user as a traceback;
+    raise a class of neuroprune.core.errors instead (keep the builtin as a second base where callers catch it)."""
+    import ast
+    import builtins
+    from pathlib import Path
+
+    import neuroprune
+
+    src = Path(neuroprune.__file__).parent
+    builtin_errors = {name for name, value in vars(builtins).items()
+                      if isinstance(value, type) and issubclass(value, BaseException)}
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                name = target.id if isinstance(target, ast.Name) else None
+                where = (path.relative_to(src).as_posix(), name)
+                if name in builtin_errors - {"NotImplementedError"} and where not in BUILTIN_RAISES_ALLOWED:
+                    found.append(f"{where[0]}:{node.lineno}: raise {name}")
+    assert not found, "bare builtin errors raised: " + ", ".join(found)
+
+
+def test_example_inputs_that_do_not_fit_are_a_data_mismatch():
+    from neuroprune import discover
+    from neuroprune.core.errors import UnsupportedModelError
+
+    with pytest.raises(DataMismatchError, match=r"the example inputs do not fit the model: running 0 on them raised "
+                                                r"RuntimeError: mat1 and mat2 shapes cannot be multiplied"):
+        discover(_net(), torch.zeros(1, 5))
+    with pytest.raises(UnsupportedModelError, match="discover needs a torch.nn.Module, got str"):
+        discover("a model", torch.zeros(1, 6))
+
+
+def test_plans_of_the_wrong_type_are_plan_errors(tmp_path):
+    from neuroprune import PlanError, apply_plan, save
+
+    with pytest.raises(PlanError, match="expected a PruningPlan, got dict"):
+        apply_plan(_net(), {"modules": {}})
+    with pytest.raises(PlanError, match="expected a PruningPlan, got str"):
+        save(tmp_path / "out", _net(), "plan")
+    assert not (tmp_path / "out").exists()
+
+
+def test_zoo_and_data_arguments_are_checked():
+    from neuroprune import ConfigError, build_model
+    from neuroprune.data import load_digits
+
+    with pytest.raises(ConfigError, match=r"hidden must be a sequence of layer widths, e.g. \(128, 64\), got 5"):
+        build_model("mlp", hidden=5)
+    for seed in ("a", -1, 2**32, 1.5):
+        with pytest.raises(DataError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            load_digits(seed=seed)
+
+
+# --- registries refuse a duplicate name the same way ------------------------------------------------
+
+
+def _registries():
+    """(kind, name, register(replace) -> None, undo) for every registry."""
+    import torch.nn as nn
+
+    from neuroprune.core import backend as backends
+    from neuroprune.core.criteria import registry as criteria
+    from neuroprune.models import zoo
+    from neuroprune.torch import adapters
+    from neuroprune.torch.graph import ops
+    from neuroprune.torch.layers import registry as layers
+
+    magnitude, linear = criteria.get_criterion("magnitude"), layers.handler_for(nn.Linear(1, 1))
+    rule = ops.rule_for("call_function", torch.relu)
+    fx_adapter = adapters.get_adapter("fx")
+
+    class Toy:
+        name = "toy-duplicate"
+
+        def matches(self, model):
+            return False
+
+    toy = Toy()
+    backends.register_backend(toy)
+    return [
+        ("criterion", "magnitude", lambda replace: criteria.register_criterion(magnitude, replace=replace), None),
+        ("layer handler for", "Linear", lambda replace: layers.register_handler(linear, replace=replace), None),
+        ("flow rule for", "relu", lambda replace: ops.register_function_rule(torch.relu, rule, replace=replace), None),
+        ("backend", "toy-duplicate", lambda replace: backends.register_backend(toy, replace=replace),
+         lambda: backends.unregister_backend("toy-duplicate")),
+        ("model adapter", "fx", lambda replace: adapters.register_adapter(fx_adapter, replace=replace), None),
+        ("zoo model", "mlp", lambda replace: zoo.register_model("mlp", zoo.ZOO["mlp"], replace=replace), None),
+    ]
+
+
+def test_every_registry_refuses_a_duplicate_alike_and_replace_overrides():
+    from neuroprune.core.errors import ConfigError, DuplicateNameError
+
+    for kind, name, register, undo in _registries():
+        try:
+            with pytest.raises(DuplicateNameError) as caught:
+                register(False)
+            assert isinstance(caught.value, ConfigError) and (caught.value.kind, caught.value.name) == (kind, name)
+            assert str(caught.value) == (f"invalid configuration: {kind} {name!r} is already registered; "
+                                         "pass replace=True to replace it")
+            register(True)  # the same entry again, on purpose: accepted
+        finally:
+            if undo:
+                undo()

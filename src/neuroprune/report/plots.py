@@ -2,7 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` on a ``FigureCanvasAgg``: pyplot is
 never imported, so no window opens, no backend is switched and no global figure list
-grows. A figure needs no closing; drop the reference when done.
+grows. A figure needs no closing; drop the reference when done. matplotlib loads on the first
+drawing, not on import (so ``import neuroprune`` stays cheap).
 
 Every ``plot_*`` function returns None when the report has nothing for it to draw (no
 layers, no steps, no ``"sensitivity"`` or no ``"scores"`` key).
@@ -22,16 +23,15 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
 
 from neuroprune.core.atomic import write_atomic
 from neuroprune.core.errors import ReportError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: File name of each figure that :func:`save_figures` writes, in the order it writes them.
 FIGURE_FILES = {
@@ -123,7 +123,7 @@ def plot_steps(report: dict[str, Any]) -> Figure | None:
     if len(steps) <= _MAX_STEP_TICKS:
         ax.set_xticks(attempts, [f"{step.get('step', '')}.{step.get('attempt', '')}" for step in steps])
     if _all_fractions(line.get_ydata() for line in ax.lines):
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(_percent_formatter(1.0))
     ax.set_xlabel("attempt (step.attempt)")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("Pruning attempts")
@@ -169,9 +169,9 @@ def plot_sensitivity(report: dict[str, Any]) -> Figure | None:
     if report.get("reference_val") is not None:
         ax.axhline(report["reference_val"], color="black", linestyle="--", linewidth=0.8,
                    label="reference")
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_major_formatter(_percent_formatter(1.0, decimals=0))
     if _all_fractions(line.get_ydata() for line in ax.lines):
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(_percent_formatter(1.0))
     ax.set_xlabel("fraction of the layer removed")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("Sensitivity per layer")
@@ -276,6 +276,9 @@ def save_figures(report: dict[str, Any], folder: str | os.PathLike[str]) -> list
 
 def _new_figure(width: float, height: float) -> Figure:
     """Return an empty figure with constrained layout, attached to an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (heavy: load when drawing)
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -339,8 +342,16 @@ def _all_fractions(series: Any) -> bool:
     return values.size > 0 and bool(np.all((values >= 0) & (values <= 1)))
 
 
+def _percent_formatter(xmax: float, decimals: int | None = None) -> Any:
+    from matplotlib.ticker import PercentFormatter  # noqa: PLC0415 (heavy: load when drawing)
+
+    return PercentFormatter(xmax, decimals=decimals)
+
+
 def _colors(n: int) -> list[Any]:
     """Return ``n`` distinguishable colours (tab10 up to 10, then tab20, then cycling)."""
+    from matplotlib import colormaps  # noqa: PLC0415 (heavy: load when drawing)
+
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 

@@ -59,6 +59,7 @@ MAX_JSON_DEPTH = 64
 
 def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) -> nn.Module:
     """Shrink ``model`` (the original architecture) as ``plan`` says, after checking it fits."""
+    _check_plan_type(plan)
     problems = []
     for path, entry in plan.modules.items():
         try:
@@ -111,6 +112,11 @@ def is_saved_folder(folder: str | os.PathLike) -> bool:
     return isinstance(data, dict) and data.get("format") == PLAN_FORMAT
 
 
+def _check_plan_type(plan: object) -> None:
+    if not isinstance(plan, PruningPlan):
+        raise PlanError(f"expected a PruningPlan, got {type(plan).__name__} (PruningPlan.from_dict reads a dict)")
+
+
 def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report: dict | None = None, *,
          overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors``, ``plan.json`` and ``report.json`` into ``folder``.
@@ -121,6 +127,7 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
     written last and records the sha256 of ``model.safetensors``. ``extra`` maps further relative
     file names to content: bytes or text are written as they are, anything else as JSON.
     """
+    _check_plan_type(plan)
     folder = Path(folder)
     recover_folder(folder, is_saved_folder)
     if folder.exists() and not folder.is_dir():

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from neuroprune.core.errors import ConfigError, NoSignalError, NonFiniteError, UnknownNameError
+from neuroprune.core.errors import ConfigError, DuplicateNameError, NoSignalError, NonFiniteError, UnknownNameError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch.stats import Statistics
 
@@ -66,10 +66,10 @@ class Criterion:
 _CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(criterion: Criterion) -> Criterion:
-    """Add a criterion under its name; a name may be registered once."""
-    if criterion.name in _CRITERIA:
-        raise ConfigError([f"criterion {criterion.name!r} is already registered"])
+def register_criterion(criterion: Criterion, *, replace: bool = False) -> Criterion:
+    """Add a criterion under its name; a name is registered once unless ``replace=True``."""
+    if criterion.name in _CRITERIA and not replace:
+        raise DuplicateNameError("criterion", criterion.name)
     _CRITERIA[criterion.name] = criterion
     return criterion
 

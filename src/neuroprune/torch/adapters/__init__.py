@@ -17,7 +17,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from neuroprune.core.errors import UnknownNameError
+from neuroprune.core.errors import DuplicateNameError, UnknownNameError
 from neuroprune.torch.graph.discover import discover
 from neuroprune.core.groups import DependencyGraph
 
@@ -41,8 +41,11 @@ class ModelAdapter:
 _ADAPTERS: dict[str, ModelAdapter] = {"fx": ModelAdapter()}
 
 
-def register_adapter(adapter: ModelAdapter) -> None:
-    """Make ``adapter`` available by name and for the models it ``matches``."""
+def register_adapter(adapter: ModelAdapter, *, replace: bool = False) -> None:
+    """Make ``adapter`` available by name and for the models it ``matches``; a name is registered
+    once unless ``replace=True``."""
+    if adapter.name in _ADAPTERS and not replace:
+        raise DuplicateNameError("model adapter", adapter.name)
     _ADAPTERS[adapter.name] = adapter
 
 

@@ -17,13 +17,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sparse
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from scipy.sparse.csgraph import connected_components
 
-from neuroprune.core.errors import UnsupportedModuleError
+from neuroprune.core.components import component_labels
+from neuroprune.core.errors import DataMismatchError, NeuropruneError, UnsupportedModelError, UnsupportedModuleError
 from neuroprune.torch.modes import evaluation_mode
 from neuroprune.torch.layers.base import ModuleCall
 from neuroprune.torch.layers.registry import handler_for, supported_layer_names
@@ -77,7 +76,16 @@ class _FlowInterpreter(fx.Interpreter):
         ctx.node_flows, ctx.node_ndims = self.flows, {}  # for rules that look at where a size came from
 
     def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
+        try:
+            value = super().run_node(n)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:  # the model's own computation failed
+            if isinstance(error, NeuropruneError):
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            where = n.target if n.op == "call_module" else _node_path(n)
+            raise DataMismatchError(f"the example inputs do not fit the model: running {where} on them raised "
+                                    f"{type(error).__name__}: {reason}; pass one batch of the shape and dtype the "
+                                    "model takes") from error
         if isinstance(value, torch.Tensor):
             self.ctx.node_ndims[n] = value.dim()
         self.flows[n] = self._flows_for(n, value)
@@ -217,8 +225,7 @@ def _components(ctx: FlowContext) -> np.ndarray:
         cols = np.concatenate([b for _, b in ctx.edges])
     else:
         rows = cols = np.zeros(0, dtype=np.int64)
-    matrix = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    return connected_components(matrix, directed=False)[1]
+    return component_labels(n, rows, cols)
 
 
 def _shared_parameter_paths(model: nn.Module, paths: Iterable[str]) -> set[str]:
@@ -243,7 +250,7 @@ def _unit_order(ctx: FlowContext, unit: np.ndarray):
     same_axis[starts[1:-1] - 1] = False
     rows, cols = local[:-1][same_axis], local[1:][same_axis]
     n = len(labels)
-    raw_group = connected_components(sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=False)[1]
+    raw_group = component_labels(n, rows, cols)
     # renumber groups and units by first appearance
     order = np.argsort(first, kind="stable")
     group_number: dict[int, int] = {}
@@ -349,6 +356,8 @@ def discover(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (
 
     The model's parameters, buffers and train/eval modes are left as they were.
     """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"discover needs a torch.nn.Module, got {type(model).__qualname__}")
     ignore = set(ignore)
     unknown = sorted(p for p in ignore if p not in dict(model.named_modules()))
     if unknown:

@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
+from neuroprune.core.errors import DependencyError
 from neuroprune.torch.layers.linear import LinearHandler
 
 try:
     from transformers.pytorch_utils import Conv1D
 except ImportError as error:  # pragma: no cover - only imported by the hf adapter
-    raise ImportError("the Conv1D handler needs transformers: pip install 'neuroprune[hf]'") from error
+    raise DependencyError("the Conv1D handler needs transformers: pip install 'neuroprune[hf]'") from error
 
 
 class Conv1DHandler(LinearHandler):

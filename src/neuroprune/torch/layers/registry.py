@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from neuroprune.core.errors import ConfigError
+from neuroprune.core.errors import DuplicateNameError
 from neuroprune.torch.layers.attention import AttentionHandler
 from neuroprune.torch.layers.base import ModuleHandler
 from neuroprune.torch.layers.conv import ConvHandler
@@ -35,7 +35,7 @@ def register_handler(handler: ModuleHandler, *, replace: bool = False) -> None:
     """Register ``handler`` for each of its ``module_types``; refuses duplicates unless ``replace``."""
     clashes = [t.__name__ for t in handler.module_types if t in _HANDLERS]
     if clashes and not replace:
-        raise ConfigError([f"a handler is already registered for {', '.join(clashes)} (pass replace=True)"])
+        raise DuplicateNameError("layer handler for", ", ".join(clashes))
     for module_type in handler.module_types:
         _HANDLERS[module_type] = handler
 
