@@ -68,7 +68,8 @@ class Statistics:
     """Everything one calibration pass measured."""
 
     axes: dict[tuple[str, str], AxisStats] = field(default_factory=dict)
-    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight (``seed`` only)
+    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight, laid out as that
+    #: weight's rows (units x fan-in, like the seam's WeightRows of the name; ``seed`` only)
     weight_grad_abs: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     batches: int = 0
     threshold: float = 0.0
@@ -222,7 +223,7 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
             entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1], dtype=torch.int64))
             if per_weight:
                 key = (path, view.name)
-                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), grad.abs())
+                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), rows)  # laid out as the rows
         for view in handler.outgoing(module, axis):
             param = module.get_parameter(view.name)
             if param.grad is None:
