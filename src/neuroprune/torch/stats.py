@@ -37,6 +37,7 @@ from neuroprune.core.errors import DataError, NonFiniteError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch.modes import module_modes, restore_modes
 from neuroprune.torch.layers.registry import handler_for
+from neuroprune.torch.weights import reads_like_linear
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -262,7 +263,7 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
-                 if gram and m.axis == "in" and isinstance(model.get_submodule(m.path), nn.Linear)}
+                 if gram and m.axis == "in" and reads_like_linear(model.get_submodule(m.path))}
     observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
     checks = _FiniteChecks()
     try:
