@@ -87,8 +87,8 @@ def removal_costs(weight: Any, gram: Any, unit_of: Any, units: int, damping: flo
             per_unit = xp.sum(xp.take(w, column, axis=1) ** 2, axis=0) / inverse_diagonal
         else:  # tr(W_B ((H^-1)_BB)^-1 W_B^T) = ||C^-1 W_B^T||^2 with C C^T = (H^-1)_BB, all blocks at once
             block_columns = xp.permute_dims(inverse_factor[:, index], (1, 0, 2))  # (units, inputs + 1, width)
-            blocks = xp.matrix_transpose(block_columns) @ block_columns  # (H^-1)_BB: (units, width, width)
-            factor = xp.linalg.cholesky(blocks)
+            inverse_blocks = xp.matrix_transpose(block_columns) @ block_columns  # (H^-1)_BB: (units, width, width)
+            factor = xp.linalg.cholesky(inverse_blocks)
             columns = xp.permute_dims(w[:, index], (1, 2, 0))  # (units, width, outputs)
             solved = xp.linalg.solve(factor, columns)
             per_unit = xp.sum(solved * solved, axis=(1, 2))
