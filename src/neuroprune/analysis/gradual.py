@@ -120,8 +120,8 @@ class GradualPruner:
         scores = score(ScoringInput(self.model, self.graph, None), self.criterion, options)
         for group in self.graph.groups:
             count = min(math.floor(fraction * group.size + 1e-9), group.size - max(self.min_width, 1))
-            values = scores[group.name].clone()
-            values[torch.from_numpy(self.masked[group.name])] = -1.0  # masked neurons stay masked
+            values = scores[group.name].copy()
+            values[self.masked[group.name]] = -1.0  # masked neurons stay masked
             self.masked[group.name] = lowest_units(group, values, max(count, len(self.masked[group.name])))
         if self._handle is not None:
             self._handle.commit()  # masked weights are already zero; keep training from here

@@ -52,7 +52,9 @@ class WeightRows:
     ``rows`` is an array of the framework's own kind (a torch tensor on the model's device, a
     numpy array, ...); criteria reduce it with the array API (``array_api_compat``) and only bring
     per-unit vectors to the host. ``input_axis`` names the axis whose units the columns read
-    (``None`` if none is observed); ``input_columns`` maps a per-input-unit vector onto the columns.
+    (``None`` if none is observed); ``input_columns`` is an integer array mapping each column to
+    the input unit it reads (``values[input_columns]`` spreads a per-input-unit vector over the
+    columns). A backend lists the incoming weights first, then (with ``outgoing``) the reading ones.
     """
 
     name: str
@@ -153,8 +155,10 @@ def backend_for(model: Any) -> Any:
     for backend in list(_BACKENDS.values()):
         if backend.matches(model):
             return backend
-    module = type(model).__module__.split(".")[0]
-    candidates = {"torch": ["hf", "fx"], "transformers": ["hf", "fx"], "keras": ["keras"]}.get(module, list(_KNOWN))
+    # the frameworks in the model's class hierarchy (a user's nn.Module subclass is a torch model)
+    roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+    candidates = (["hf", "fx"] if "transformers" in roots else ["fx"] if "torch" in roots
+                  else ["keras"] if "keras" in roots else list(_KNOWN))
     _import_known(candidates)
     for backend in _BACKENDS.values():
         if backend.matches(model):
