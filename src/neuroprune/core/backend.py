@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -64,10 +65,12 @@ class WeightRows:
 
 @runtime_checkable
 class MaskHandle(Protocol):
-    """Masks put on a model by :meth:`Backend.mask`: undone bit for bit, or made permanent."""
+    """Masks put on a model by :meth:`Backend.mask`: undone bit for bit, or made permanent;
+    ``reapply`` zeroes the masked weights again after an optimiser step (gradual pruning)."""
 
     def remove(self) -> None: ...
     def commit(self) -> None: ...
+    def reapply(self) -> None: ...
 
 
 @runtime_checkable
@@ -203,3 +206,25 @@ def get_backend(name: str) -> Any:
 def as_keep(keep: dict[str, dict[str, Any]]) -> Keep:
     """``keep`` with every index list as a sorted numpy int64 array."""
     return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
+
+
+@contextmanager
+def masked(backend: Any, model: Any, keep: Keep) -> Iterator[Any]:
+    """``model`` with what ``keep`` drops masked for the ``with`` block, then restored bit for bit.
+
+    Example:
+        >>> class Handle:
+        ...     def remove(self): print("restored")
+        ...     def commit(self): pass
+        >>> class Toy:
+        ...     def mask(self, model, keep): return Handle()
+        >>> with masked(Toy(), "model", {}) as model:
+        ...     print(model)
+        model
+        restored
+    """
+    handle = backend.mask(model, keep)
+    try:
+        yield model
+    finally:
+        handle.remove()
