@@ -16,8 +16,7 @@ import pytest
 
 from neuroprune.core.backend import Backend, MaskHandle, register_backend, unregister_backend
 from neuroprune.core.config import PruneConfig
-from neuroprune.core.criteria.registry import Criterion, register_criterion
-from neuroprune.core.errors import ConfigError
+from neuroprune.core.criteria.registry import _CRITERIA, Criterion, register_criterion
 from neuroprune.core.groups import DependencyGraph, Group, GroupMember
 from neuroprune.core.loop import prune
 from neuroprune.core.tasks import Task
@@ -191,12 +190,6 @@ class RowNorm(Criterion):
         return {"fc1": np.linalg.norm(data.model.arrays["fc1.weight"], axis=1)}
 
 
-try:
-    register_criterion(RowNorm())
-except ConfigError:  # the module was imported twice
-    pass
-
-
 def numpy_mlp() -> NumpyMLP:
     """8 hidden units: 4 that carry the label (two per sign of the first input) and 4 nearly silent ones."""
     w1 = np.zeros((8, 4))
@@ -209,9 +202,12 @@ def numpy_mlp() -> NumpyMLP:
 
 @pytest.fixture
 def backend():
+    """The numpy backend and its criterion, registered for one test only (other code lists every criterion)."""
     backend = register_backend(NumpyBackend())
+    register_criterion(RowNorm())
     yield backend
     unregister_backend(backend.name)
+    _CRITERIA.pop(RowNorm.name)
 
 
 def test_the_fake_backend_and_task_satisfy_the_protocols(backend):
