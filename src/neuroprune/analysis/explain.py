@@ -47,7 +47,7 @@ def explain(model: Any, task, plan: PruningPlan, *, criteria: Sequence[str] | No
         needs = needs | get_criterion(name).needs({})
     stats = backend.collect_statistics(work, graph, task, needs, threshold=activation_threshold, progress=progress,
                                        desc="explaining")
-    data = ScoringInput(work, graph, stats)
+    data = ScoringInput(work, graph, stats, backend)
     scores = {}
     for name in criteria:
         try:

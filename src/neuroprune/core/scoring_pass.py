@@ -49,6 +49,6 @@ def score_groups(model: Any, graph: DependencyGraph, task, config: PruneConfig,
         needs = needs | get_criterion(name).needs(criterion_options(config, name))
     stats = backend.collect_statistics(model, graph, task, needs, threshold=config.activation_threshold,
                                        progress=config.progress, desc=desc)
-    data = ScoringInput(model, graph, stats)
+    data = ScoringInput(model, graph, stats, backend)
     by_criterion = {name: score(data, name, criterion_options(config, name)) for name in criteria}
     return {group: by_criterion[name][group] for group, name in chosen.items()}
