@@ -73,7 +73,7 @@ def _same_measurements(many: dict, one: dict) -> None:
 def test_statistics_scores_and_selection_do_not_depend_on_the_world_size(tmp_path, ranks):
     # 5 batches: uneven shards (3 + 2, or 2 + 2 + 1); "mlp:1": one batch, so other ranks add zeros
     names = [*CASES, "mlp:1"] if ranks == 2 else ["mlp", "transformer", "mlp:2"]
-    _check(torchrun("statistics.py", str(tmp_path / "out.pt"), *names, ranks=ranks))
+    _check(torchrun("stats_run.py", str(tmp_path / "out.pt"), *names, ranks=ranks))
     results = torch.load(tmp_path / "out.pt", weights_only=False)
     assert results["world_size"] == ranks
     for spec in names:

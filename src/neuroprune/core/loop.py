@@ -44,6 +44,7 @@ from neuroprune.torch.stats import statistics_for
 from neuroprune.core.target import target_report
 from neuroprune.torch.surgery import apply_keep
 from neuroprune.torch.masks import apply_masks
+from neuroprune.torch import distributed
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _attempt_masked(work: nn.Module, keep, state: LoopState, task, config: Prune
     try:
         if before_step is not None:
             _reconstruct(work, before_step, keep, task, config, adapter)
-        metric = task.evaluate(work, "val")
+        metric = distributed.agree(task.evaluate(work, "val"))  # rank 0's verdict on every rank
     except BaseException:
         handle.remove()
         raise
@@ -181,7 +182,7 @@ def _attempt_recovered(work: nn.Module, keep, task, config: PruneConfig, adapter
     trial = apply_keep(trial, keep, inplace=True)
     adapter.after_surgery(trial)
     epochs = _recover(trial, task, config, teacher, f"fine-tuning step {step}.{attempt}")
-    return trial, task.evaluate(trial, "val"), epochs, snapshot
+    return trial, distributed.agree(task.evaluate(trial, "val")), epochs, snapshot
 
 
 def _limit_reached(state: LoopState, config: PruneConfig, started: float) -> str | None:
@@ -206,11 +207,11 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
     scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
     judge_after = config.judge == "after" and config.finetune_epochs > 0
     for attempt in range(1, config.max_retries + 2):
-        state.stopped = _limit_reached(state, config, started)
+        state.stopped = distributed.agree(_limit_reached(state, config, started))  # clocks differ per rank
         if state.stopped:
             return work
         fraction = state.pending[0]
-        removal = select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings))
+        removal = distributed.agree(select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings)))
         removed = sum(len(units) for units in removal.values())
         target = None if config.ratio is None else config.ratio * fraction
         record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
@@ -258,6 +259,7 @@ def _finetune_summary(config: PruneConfig, steps: list[dict[str, Any]]) -> dict[
             "epochs_rolled_back": sum(wasted), "attempts_trained": sum(1 for e in spent if e)}
 
 
+@distributed.collective  # under torchrun: one job over the ranks; a rank's failure is raised on all
 def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
           resume: bool = False, on_step: Callable[[int, nn.Module], None] | None = None) -> PruneResult:
     """Prune ``model`` on ``task`` as ``config`` says; the caller's model is not modified.
@@ -297,14 +299,14 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
     elif checkpoint is not None:
         check_checkpoint_folder(checkpoint)  # a folder that is not a checkpoint is never replaced
     if state is None:
-        state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
+        state = LoopState(0, PruningPlan(adapter=adapter.name), distributed.agree(task.evaluate(work, "val")),
                           {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
     if not state.pending and state.step == 0 and state.stopped is None:
         state.pending = initial_schedule(config)
     teacher = copy.deepcopy(model).eval() if config.distill_weight > 0 and config.finetune_epochs else None
     while state.pending and state.stopped is None:
         started = time.perf_counter()
-        state.stopped = _limit_reached(state, config, started)
+        state.stopped = distributed.agree(_limit_reached(state, config, started))
         if state.stopped:
             break
         work = _run_step(work, state.step + 1, state, task, config, adapter, example, settings, teacher, started)
@@ -331,5 +333,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         "fixed_layers": state.fixed,
         "frozen_modules": dict(graph.frozen_modules),
         "config": config.to_dict(),
+        "world_size": distributed.world_size(),
+        "rank": distributed.rank(),
     }
     return PruneResult(work, state.plan, report)
