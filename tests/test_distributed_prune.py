@@ -59,3 +59,27 @@ def test_resume_with_one_process_from_a_two_rank_checkpoint(tmp_path, one_proces
     resumed = prune(model, task, prune_config(), checkpoint=tmp_path / "ckpt", resume=True)
     assert resumed.plan.to_dict()["modules"] == one_process["taylor"].plan.to_dict()["modules"]
     assert _decisions(resumed.report) == _decisions(one_process["taylor"].report)
+
+
+def test_cli_under_torchrun_writes_once_and_matches_one_process(tmp_path):
+    import os
+    import subprocess
+
+    from test_distributed import ROOT, TIMEOUT_S
+
+    options = ["prune", "--model", "zoo:mlp", "--data", "digits", "--train-epochs", "1", "--criterion", "taylor",
+               "--ratio", "0.5", "--steps", "2", "--finetune-epochs", "1", "--latency-runs", "1", "--no-html",
+               "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "neuroprune", *options, "--out", "one", "--json", "one.json"],
+                            capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, env=env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    many = torchrun("-m neuroprune", *options, "--out", "two", "--json", "two.json", cwd=tmp_path)
+    _check(many)
+    assert many.stdout.count("saved to two/") == 1  # rank 0 prints
+    one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert _decisions(one) == _decisions(two)
+    plans = [json.loads((tmp_path / name / "plan.json").read_text())["modules"] for name in ("one", "two")]
+    assert plans[0] == plans[1]
+    assert not (tmp_path / "two.checkpoint").exists()  # the default checkpoint, removed once by rank 0

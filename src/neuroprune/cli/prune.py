@@ -10,6 +10,7 @@ from pathlib import Path
 from neuroprune.core.atomic import remove_folder
 from neuroprune.analysis.budget import Budget, search_budget
 from neuroprune.torch.checkpoint import check_checkpoint_folder, checkpoint_exists, is_checkpoint
+from neuroprune.torch.distributed import is_writer
 from neuroprune.core.errors import CheckpointError, ConfigError, NeuropruneError
 from neuroprune.analysis.explain import explain
 from neuroprune.report.scores_csv import write_scores_csv
@@ -178,7 +179,7 @@ def prune_and_report(model, task, config, args: argparse.Namespace,
     if not result.report["target"]["reached"]:
         print_err("neuroprune: warning: " + warning_line(result.report["target"]))
     _write_result(result, args, extra_files)
-    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint):
+    if checkpoint is not None and args.checkpoint is None and args.out and is_checkpoint(checkpoint) and is_writer():
         remove_folder(checkpoint)  # the default checkpoint has served its purpose
     if args.explain:  # after the result is safe: a failing explanation cannot lose it
         try:
@@ -190,7 +191,8 @@ def prune_and_report(model, task, config, args: argparse.Namespace,
             raise
         result.report["scores"] = scores
         _write_result(result, args, extra_files, again=True)  # now with the score figures
-        write_scores_csv(args.explain, scores, removed)
+        if is_writer():  # under torchrun: rank 0 writes
+            write_scores_csv(args.explain, scores, removed)
         args.kept.append(f"the scores in {args.explain}")
     return result
 
@@ -211,7 +213,7 @@ def _write_result(result: PruneResult, args: argparse.Namespace, extra_files: di
             args.kept.append(f"the pruned model in {args.out}/")
             print(f"\nsaved to {args.out}/ (model.safetensors, plan.json, report.json"
                   + ("" if args.no_html else ", report.html, figures/") + ")")
-    if args.json:
+    if args.json and is_writer():  # under torchrun: rank 0 writes
         write_report_json(result.report, args.json)
         if not again:
             args.kept.append(f"the report in {args.json}")

@@ -230,3 +230,13 @@ def check_same_state(model: torch.nn.Module) -> None:
 
         raise NeuropruneError(f"the model differs between ranks (state hashes {hashes}): every rank must apply "
                               "the same surgery")
+
+
+def worst_exit_status(code: int) -> int:
+    """The largest exit status over the ranks, on every rank (a collective; then leaves the group)."""
+    if not active():
+        return code
+    worst = torch.tensor([int(code)], dtype=torch.int64, device=_device())
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    dist.destroy_process_group()
+    return int(worst.item())
