@@ -79,3 +79,11 @@ def test_statistics_scores_and_selection_do_not_depend_on_the_world_size(tmp_pat
     for spec in names:
         name, _, batches = spec.partition(":")
         _same_measurements(results[spec], measure(name, int(batches or 5)))
+
+
+def test_under_a_ddp_model_only_activation_fields_are_summed(tmp_path):
+    # DDP has averaged the gradients: summing them again would count them twice
+    _check(torchrun("stats_run.py", str(tmp_path / "out.pt"), "ddp-mlp:4", "ddp-transformer:4"))
+    results = torch.load(tmp_path / "out.pt", weights_only=False)
+    for name in ("mlp", "transformer"):
+        _same_measurements(results[f"ddp-{name}:4"], measure(name, 4, pairs=True))

@@ -232,18 +232,21 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
                    activations: bool, gradients: bool, per_weight: bool, gram: bool, threshold: float,
                    progress: bool, desc: str, token_mask) -> Statistics:
     """This process's pass over ``batches`` (see :func:`collect_statistics`)."""
+    # under DDP the loss runs through the wrapper (which averages gradients); hooks and reads go to
+    # the wrapped model, whose module paths the graph names
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     stats = Statistics(threshold=threshold)
     paths = sorted(graph.axis_sizes)
-    modes = module_modes(model)
-    params = list(model.parameters())
+    modes = module_modes(net)
+    params = list(net.parameters())
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
-                 if gram and m.axis == "in" and isinstance(model.get_submodule(m.path), nn.Linear)}
-    observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
+                 if gram and m.axis == "in" and isinstance(net.get_submodule(m.path), nn.Linear)}
+    observer = _ActivationObserver(net, paths, stats, threshold, gram_axes) if activations or gram else None
     checks = _FiniteChecks()
     try:
-        model.eval()
+        net.eval()
         for p in params:
             p.grad = None
             p.requires_grad_(gradients)
@@ -256,7 +259,7 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
                 if gradients:
                     checks.add(loss, "loss is {value} on calibration batch " + str(index), loss)
                     loss.backward()
-                    _record_gradients(model, graph, stats, per_weight, index, checks)
+                    _record_gradients(net, graph, stats, per_weight, index, checks)
                     for p in params:
                         p.grad = None
             stats.batches += 1
