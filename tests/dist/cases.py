@@ -35,8 +35,32 @@ class ResidualCNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def _tiny_bert(n_batches: int):
+    """A 2-layer BERT (hidden 32, 4 heads) and padded token batches (dicts with an attention mask)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        vocab_size=50, max_position_embeddings=64, pad_token_id=0)
+    model = BertModel(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(n_batches):
+        ids = torch.randint(1, 50, (4, 10), generator=generator)
+        mask = (torch.arange(10)[None] < torch.randint(4, 11, (4, 1), generator=generator)).long()
+        batches.append({"input_ids": ids * mask, "attention_mask": mask})
+    return model, batches
+
+
+def _bert_loss(model, batch):
+    mask = batch["attention_mask"]
+    return (model(**batch).last_hidden_state.pow(2).mean(-1) * mask).sum() / mask.sum()
+
+
 def build_case(name: str, n_batches: int = 5):
     """(model, calibration batches) of case ``name``, the same in every process (fixed seeds)."""
+    if name == "bert":
+        return _tiny_bert(n_batches)
     torch.manual_seed(0)
     if name.startswith("mlp"):
         model, shape, classes = build_model("mlp"), (64,), 10
@@ -67,15 +91,21 @@ def measure(name: str, n_batches: int = 5, *, ddp: bool = False, pairs: bool = F
     of 2 ranks computes (rank r takes batches r, r + 2, ...; gradients averaged per step).
     """
     model, batches = build_case(name, n_batches)
-    graph = discover(model, batches[0][0][:1])
-    loss, data, net = _loss, batches, model
+    loss, data, net, token_mask = _loss, batches, model, None
+    if name == "bert":
+        from neuroprune.torch.adapters import adapter_for
+
+        graph = adapter_for(model).discover(model, batches[0])
+        loss, token_mask = _bert_loss, (lambda batch: batch["attention_mask"])
+    else:
+        graph = discover(model, batches[0][0][:1])
     if pairs:
         data = list(zip(batches[0::2], batches[1::2]))
         loss = lambda m, pair: (_loss(m, pair[0]) + _loss(m, pair[1])) / 2  # noqa: E731
     if ddp:
         net = nn.parallel.DistributedDataParallel(model)
     stats = collect_statistics(net, graph, data, loss, gradients=True, per_weight=True, gram=True,
-                               progress=False)
+                               progress=False, token_mask=token_mask)
     if pairs:
         stats.batches = n_batches  # the DDP run counts every batch once
     floats, ints = stats.flat_arrays()
@@ -93,7 +123,7 @@ def measure(name: str, n_batches: int = 5, *, ddp: bool = False, pairs: bool = F
     return result
 
 
-CASES = ("mlp", "resnet", "bilstm", "transformer")
+CASES = ("mlp", "resnet", "bilstm", "transformer", "bert")
 
 
 def trained_mlp():
