@@ -83,3 +83,9 @@ def test_cli_under_torchrun_writes_once_and_matches_one_process(tmp_path):
     plans = [json.loads((tmp_path / name / "plan.json").read_text())["modules"] for name in ("one", "two")]
     assert plans[0] == plans[1]
     assert not (tmp_path / "two.checkpoint").exists()  # the default checkpoint, removed once by rank 0
+
+
+def test_a_stalled_rank_makes_the_others_fail_after_the_timeout_not_hang(tmp_path):
+    _check(torchrun("stall.py", str(tmp_path)))
+    outcome = json.loads((tmp_path / "rank0.json").read_text())
+    assert outcome["type"] is not None and outcome["seconds"] < 11, outcome
