@@ -15,7 +15,7 @@ VISION_VENV ?= .venv-vision
 VISION_BIN := $(VISION_VENV)/bin
 TORCH_PIN := $(firstword $(TORCH_SPEC))
 
-.PHONY: setup demo test bench clean test-vision bench-architectures
+.PHONY: setup demo test test-dist bench bench-distributed clean test-vision bench-architectures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
+
+# the torch.distributed tests: each launches torchrun with 2-3 CPU processes (gloo) under a timeout
+test-dist: setup
+	$(BIN)/python -m pytest -q -m dist tests/test_distributed.py tests/test_distributed_prune.py
 
 $(VISION_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VISION_VENV)
@@ -46,6 +50,9 @@ bench-architectures: $(VISION_VENV)/.installed
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+bench-distributed: setup
+	$(BIN)/python benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) $(VISION_VENV) neuroprune-out .pytest_cache .hypothesis

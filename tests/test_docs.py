@@ -202,7 +202,7 @@ def _script_options() -> set[str]:
     return {m for path in scripts for m in re.findall(r'add_argument\(\s*"(--[\w-]+)"', path.read_text())}
 
 
-OTHER_TOOLS = {"--index-url"}  # pip, in the README's install note
+OTHER_TOOLS = {"--index-url", "--nproc_per_node"}  # pip, in the README's install note; torchrun, in distributed.md
 
 
 def test_every_option_mentioned_exists():

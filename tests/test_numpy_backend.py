@@ -8,6 +8,8 @@ backend implements the same methods.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import json
 
@@ -122,6 +124,12 @@ class NumpyBackend:
     def agree(self, value):
         self.agreed.append(value)
         return value
+
+    def collective(self):
+        return contextlib.nullcontext()
+
+    def world(self):
+        return 0, 1
 
     def measure(self, model, task, config):
         return {"params": sum(a.size for a in model.arrays.values()), "accuracy": task.evaluate(model, "test")}

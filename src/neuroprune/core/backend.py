@@ -122,6 +122,13 @@ class Backend(Protocol):
         """Rank 0's ``value`` on every process (the identity in one process): the loop passes every
         decision (units to remove, accept / roll back) through it, so all ranks stay in step."""
 
+    def collective(self) -> Any:
+        """A context manager around work every process runs together: one process's exception is
+        raised on all of them, none is left waiting (``contextlib.nullcontext()`` in one process)."""
+
+    def world(self) -> tuple[int, int]:
+        """``(rank, number of processes)``; ``(0, 1)`` in one process."""
+
     # -- measuring -------------------------------------------------------------------
     def measure(self, model: Any, task, config) -> dict[str, Any]:
         """Parameters, FLOPs, size, latency and the task metric on the test split."""

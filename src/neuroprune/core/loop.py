@@ -222,8 +222,12 @@ def prune(model: Any, task, config: PruneConfig | None = None, *, checkpoint: st
     The model's framework is reached only through its backend (:func:`~neuroprune.core.backend.backend_for`)
     and the task only through :class:`~neuroprune.core.tasks.Task` and its declared capabilities.
     """
-    config = config or PruneConfig()
     backend = backend_for(model)
+    with backend.collective():  # under torchrun: one job over the ranks; a rank's failure is raised on all
+        return _prune(backend, model, task, config or PruneConfig(), checkpoint, resume, on_step)
+
+
+def _prune(backend, model: Any, task, config: PruneConfig, checkpoint, resume: bool, on_step) -> PruneResult:
     work = backend.clone(model)
     bind_task(task, work)
     example = task.example_input()
@@ -273,5 +277,6 @@ def prune(model: Any, task, config: PruneConfig | None = None, *, checkpoint: st
         "fixed_layers": state.fixed,
         "frozen_modules": dict(graph.frozen_modules),
         "config": config.to_dict(),
+        **dict(zip(("rank", "world_size"), backend.world())),
     }
     return PruneResult(work, state.plan, report)

@@ -116,6 +116,14 @@ class TorchBackend:
     def agree(self, value: Any) -> Any:
         return distributed.agree(value)
 
+    def collective(self):
+        """A block every rank runs together: one rank's failure is raised on all (a final barrier)."""
+        return distributed.guarded(barrier_at_end=True)
+
+    def world(self) -> tuple[int, int]:
+        """``(rank, world size)``: ``(0, 1)`` outside a process group."""
+        return distributed.rank(), distributed.world_size()
+
     # -- measuring -------------------------------------------------------------------
     def measure(self, model: nn.Module, task, config, batch_sizes=(1, 64)) -> dict[str, Any]:
         return measure_model(model, task.make_input, accuracy=task.evaluate(model, "test"), batch_sizes=batch_sizes,

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from neuroprune.core.atomic import recover_folder
 from neuroprune.core.errors import CheckpointError, PlanError
+from neuroprune.torch import distributed
 from neuroprune.torch.fingerprint import fingerprint_data, fingerprint_model
 from neuroprune.torch.io import PLAN_FILE, is_saved_folder, load, read_json_file, save
 from neuroprune.core.loop_state import LoopState
@@ -73,8 +74,10 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> None:
 
 def save_checkpoint(folder: str | os.PathLike, model: nn.Module, state: LoopState, config,
                     fingerprint: dict[str, str] | None = None) -> None:
-    """Replace the checkpoint in ``folder`` with the current model and loop state."""
-    check_checkpoint_folder(folder)
+    """Replace the checkpoint in ``folder`` with the current model and loop state (in a process
+    group: rank 0 writes, every rank waits for it)."""
+    if distributed.is_writer():
+        check_checkpoint_folder(folder)
     data = {
         "step": state.step, "reference": state.reference, "original": state.original, "fixed": state.fixed,
         "before": state.before, "steps": state.steps, "config": _settings(config), "loop": state.loop_dict(),

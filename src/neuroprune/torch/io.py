@@ -42,6 +42,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 
 from neuroprune.core.backend import get_backend
+from neuroprune.torch import distributed
 from neuroprune.core.atomic import recover_folder, replace_folder
 from neuroprune.core.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, PlanError, WeightsWarning
 from neuroprune.core.plan import PLAN_FORMAT, PruningPlan
@@ -126,9 +127,19 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
     folder is refused unless ``overwrite``; a file at the path is always refused. ``plan.json`` is
     written last and records the sha256 of ``model.safetensors``. ``extra`` maps further relative
     file names to content: bytes or text are written as they are, anything else as JSON.
+
+    In a process group of several ranks every rank calls this; rank 0 writes, the others wait
+    for it (a failure to write is raised on every rank).
     """
     _check_plan_type(plan)
-    folder = Path(folder)
+    with distributed.guarded():
+        if distributed.is_writer():
+            _write_folder(Path(folder), model, plan, report, overwrite=overwrite, extra=extra)
+        distributed.barrier()
+
+
+def _write_folder(folder: Path, model: nn.Module, plan: PruningPlan, report: dict | None, *,
+                  overwrite: bool, extra: dict[str, Any] | None) -> None:
     recover_folder(folder, is_saved_folder)
     if folder.exists() and not folder.is_dir():
         raise OutputPathError(f"output folder {str(folder)!r} is a file; a folder is wanted there")

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +33,9 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from neuroprune.core.errors import DataError, NonFiniteError
+from neuroprune.core.statistics import AxisStats, Statistics
 from neuroprune.core.groups import DependencyGraph
+from neuroprune.torch import distributed
 from neuroprune.torch.modes import module_modes, restore_modes
 from neuroprune.torch.layers.registry import handler_for
 from neuroprune.torch.weights import reads_like_linear
@@ -42,55 +43,9 @@ from neuroprune.torch.weights import reads_like_linear
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
-@dataclass
-class AxisStats:
-    """Sums for the positions of one module axis (each tensor has one entry per position)."""
-
-    act_count: torch.Tensor | None = None  # values above the threshold
-    act_abs: torch.Tensor | None = None  # sum of |activation|
-    act_n: float = 0.0  # values observed per position
-    act_sum: torch.Tensor | None = None  # sum of activations (mean; with act_sq the variance, ``flap``)
-    act_sq: torch.Tensor | None = None  # sum of squared activations (``wanda``, ``flap``)
-    grad_abs: torch.Tensor | None = None  # sum over batches of |dL/dw| of incoming weights
-    grad_numel: torch.Tensor | None = None  # incoming weights per position, times batches
-    taylor: torch.Tensor | None = None  # sum over batches of w * dL/dw of outgoing weights
-    gram: torch.Tensor | None = None  # Linear "in" axes: sum of [x, 1]^T [x, 1] over observed rows
-
-    def merge(self, other: AxisStats) -> None:
-        for name in ("act_count", "act_abs", "act_sum", "act_sq", "grad_abs", "grad_numel", "taylor", "gram"):
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if theirs is not None:
-                setattr(self, name, theirs.clone() if mine is None else mine + theirs.to(mine.device))
-        self.act_n += other.act_n
-
-
-@dataclass
-class Statistics:
-    """Everything one calibration pass measured."""
-
-    axes: dict[tuple[str, str], AxisStats] = field(default_factory=dict)
-    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight, laid out as that
-    #: weight's rows (units x fan-in, like the seam's WeightRows of the name; ``seed`` only)
-    weight_grad_abs: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
-    batches: int = 0
-    threshold: float = 0.0
-
-    def axis(self, path: str, axis: str) -> AxisStats:
-        return self.axes.setdefault((path, axis), AxisStats())
-
-    def merge(self, other: Statistics) -> Statistics:
-        """Add ``other``'s sums to these (e.g. from another process); returns ``self``."""
-        for key, value in other.axes.items():
-            self.axis(*key).merge(value)
-        for key, value in other.weight_grad_abs.items():
-            mine = self.weight_grad_abs.get(key)
-            self.weight_grad_abs[key] = value.clone() if mine is None else mine + value.to(mine.device)
-        self.batches += other.batches
-        return self
-
-
 def _add(current: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
-    return value if current is None else current + value
+    """``value`` as the accumulator on first use, then added to it in place (no new tensor per batch)."""
+    return value if current is None else current.add_(value)
 
 
 class _ActivationObserver:
@@ -237,7 +192,8 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
 def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
                        activations: bool = True, gradients: bool = False, per_weight: bool = False,
                        gram: bool = False, threshold: float = 0.0, progress: bool = True, desc: str = "scoring",
-                       token_mask: Callable[[Any], torch.Tensor | None] | None = None) -> Statistics:
+                       token_mask: Callable[[Any], torch.Tensor | None] | None = None,
+                       shard: bool = True) -> Statistics:
     """Gather activation and gradient statistics for every group of ``graph``.
 
     Args:
@@ -255,19 +211,43 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
         progress: show a progress bar.
         token_mask: ``token_mask(batch)`` gives a (batch, tokens) mask of real tokens; padding
             positions are then left out of the activation statistics.
+        shard: in a process group of several ranks, each rank takes ``batches[rank::world]``
+            (``False``: each rank's ``batches`` already are its own share). Either way the sums
+            are then added over the ranks (one flat float64 and one int64 ``all_reduce``); under a
+            ``DistributedDataParallel`` model, whose gradients are already averaged, only the
+            activation fields are. A failure on any rank is raised on every rank.
     """
+    with distributed.guarded():
+        stats = _collect_local(model, graph, distributed.shard(batches) if shard else batches, loss_fn,
+                               activations=activations, gradients=gradients, per_weight=per_weight, gram=gram,
+                               threshold=threshold, progress=progress and distributed.is_writer(), desc=desc,
+                               token_mask=token_mask)
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        stats = distributed.all_reduce_statistics(stats, gradients_reduced=ddp)
+    if stats.batches == 0:
+        raise DataError("calibration data is empty: at least one batch is needed to score neurons")
+    return stats
+
+
+def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
+                   activations: bool, gradients: bool, per_weight: bool, gram: bool, threshold: float,
+                   progress: bool, desc: str, token_mask) -> Statistics:
+    """This process's pass over ``batches`` (see :func:`collect_statistics`)."""
+    # under DDP the loss runs through the wrapper (which averages gradients); hooks and reads go to
+    # the wrapped model, whose module paths the graph names
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     stats = Statistics(threshold=threshold)
     paths = sorted(graph.axis_sizes)
-    modes = module_modes(model)
-    params = list(model.parameters())
+    modes = module_modes(net)
+    params = list(net.parameters())
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
-                 if gram and m.axis == "in" and reads_like_linear(model.get_submodule(m.path))}
-    observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
+                 if gram and m.axis == "in" and reads_like_linear(net.get_submodule(m.path))}
+    observer = _ActivationObserver(net, paths, stats, threshold, gram_axes) if activations or gram else None
     checks = _FiniteChecks()
     try:
-        model.eval()
+        net.eval()
         for p in params:
             p.grad = None
             p.requires_grad_(gradients)
@@ -280,12 +260,10 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
                 if gradients:
                     checks.add(loss, "loss is {value} on calibration batch " + str(index), loss)
                     loss.backward()
-                    _record_gradients(model, graph, stats, per_weight, index, checks)
+                    _record_gradients(net, graph, stats, per_weight, index, checks)
                     for p in params:
                         p.grad = None
             stats.batches += 1
-        if stats.batches == 0:
-            raise DataError("calibration data is empty: at least one batch is needed to score neurons")
         checks.raise_first()
         if observer is not None:
             observer.finish()

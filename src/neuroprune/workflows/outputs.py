@@ -1,6 +1,8 @@
 """The one place where workflows write their outputs: the result folder, report JSON, scores, curves.
 
 Every file goes through :mod:`neuroprune.core.atomic` (a path holds a complete old or new version).
+Under torchrun every rank calls these functions and rank 0 writes (the result folder's save is a
+collective of its own: the other ranks wait for it).
 :class:`Outputs` says where a run writes and collects, in ``kept``, a sentence per output already
 written, which the CLI reports when a run is interrupted.
 
@@ -27,6 +29,7 @@ from neuroprune.core.atomic import remove_folder, write_atomic
 from neuroprune.report.scores_csv import write_scores_csv
 from neuroprune.report.table import write_report_json
 from neuroprune.torch.checkpoint import is_checkpoint
+from neuroprune.torch.distributed import is_writer
 
 
 @dataclass
@@ -58,19 +61,23 @@ def save_result(result: Any, outputs: Outputs, *, again: bool = False) -> None:
         if not again:
             outputs.kept.append(f"the pruned model in {outputs.folder}/")
     if outputs.json:
-        write_report_json(result.report, outputs.json)
+        if is_writer():
+            write_report_json(result.report, outputs.json)
         if not again:
             outputs.kept.append(f"the report in {outputs.json}")
 
 
 def save_scores(path: str, scores: dict[str, Any], removed: dict[str, Any], outputs: Outputs) -> None:
     """Write every neuron's scores and the decision as CSV (see :mod:`neuroprune.report.scores_csv`)."""
-    write_scores_csv(path, scores, removed)
+    if is_writer():
+        write_scores_csv(path, scores, removed)
     outputs.kept.append(f"the scores in {path}")
 
 
 def save_sensitivity(result: dict[str, Any], *, json_path: str | None, plot_path: str | None, kept: list[str]) -> None:
     """Write sensitivity curves as JSON and as a PNG plot, where paths are given."""
+    if not is_writer():
+        return
     if json_path:
         write_atomic(json_path, json.dumps(result, indent=2))
         kept.append(f"the curves in {json_path}")
@@ -83,7 +90,7 @@ def save_sensitivity(result: dict[str, Any], *, json_path: str | None, plot_path
 def discard_checkpoint(path: str | None) -> None:
     """Remove a checkpoint folder of ours once the run it served is saved (a folder that is not a
     checkpoint is left alone)."""
-    if path is not None and is_checkpoint(path):
+    if path is not None and is_writer() and is_checkpoint(path):
         remove_folder(path)
 
 
