@@ -30,35 +30,6 @@ SRC = Path(neuroprune.__file__).resolve().parent.parent
 FRAMEWORKS = ("torch", "keras", "jax", "tensorflow")
 HEAVY = ("matplotlib", "sklearn", "transformers", "scipy", "onnx")
 
-#: modules below core/ and report/ that still import a framework, and who converts them; the
-#: integrator empties this list as the branches land (an entry whose module passes fails the test)
-NOT_YET_TORCH_FREE = {
-    "neuroprune.core.config": "H1 (config checks use torch dtypes/devices)",
-    "neuroprune.core.config_file": "H1 (through core.config)",
-    "neuroprune.core.criteria": "H1",
-    "neuroprune.core.criteria.activations": "H1",
-    "neuroprune.core.criteria.aggregate": "H1",
-    "neuroprune.core.criteria.combine": "H1",
-    "neuroprune.core.criteria.decoder": "H1",
-    "neuroprune.core.criteria.obs": "H1",
-    "neuroprune.core.criteria.registry": "H1",
-    "neuroprune.core.criteria.taylor": "H1",
-    "neuroprune.core.criteria.weights": "H1",
-    "neuroprune.core.groups": "H1",
-    "neuroprune.core.plan": "H1",
-    "neuroprune.core.policy": "H1",
-    "neuroprune.core.remainder": "H1",
-    "neuroprune.core.selection": "H1",
-    "neuroprune.core.loop": "H2 (the loop against the Backend protocol)",
-    "neuroprune.report.table": "H3 (report rows from plain dicts)",
-}
-
-#: (entry point, heavy library) pairs still loaded eagerly, and why; emptied as branches land
-NOT_YET_LAZY = {
-    ("api", "scipy"): "core/criteria/combine.py imports scipy.stats.rankdata (H1 replaces it with numpy)",
-    ("cli", "scipy"): "core/criteria/combine.py imports scipy.stats.rankdata (H1 replaces it with numpy)",
-}
-
 #: what each entry point runs: a bare import, every public name, and the command's start-up
 #: (``python -m neuroprune --help``, which must print the usage and exit 0)
 ENTRY_POINTS = {
@@ -180,17 +151,12 @@ def moved_imports(checks) -> dict:
 
 def test_the_walk_finds_the_core() -> None:
     assert {"neuroprune.core.errors", "neuroprune.core.backend", "neuroprune.core.criteria.registry",
-            "neuroprune.report.html"} <= set(TORCH_FREE)
-    stale = sorted(set(NOT_YET_TORCH_FREE) - set(TORCH_FREE))
-    assert not stale, f"NOT_YET_TORCH_FREE names modules that no longer exist: {stale}"
+            "neuroprune.report.html", "neuroprune.core.loop", "neuroprune.core.statistics"} <= set(TORCH_FREE)
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_imports_without_any_framework(module: str, framework_free_imports: dict) -> None:
     problem = framework_free_imports[module]
-    if module in NOT_YET_TORCH_FREE:
-        assert problem, f"{module} imports without torch now: remove it from NOT_YET_TORCH_FREE"
-        pytest.xfail(f"not yet torch-free ({NOT_YET_TORCH_FREE[module]}): {problem}")
     assert problem is None, f"{module} needs a framework: {problem}"
 
 # ----------------------------------------------------------------- (b) heavy libraries load when used
@@ -200,9 +166,6 @@ def test_imports_without_any_framework(module: str, framework_free_imports: dict
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_heavy_libraries_load_only_when_used(entry: str, library: str, loaded_libraries: dict) -> None:
     loaded = library in loaded_libraries[entry]
-    if (entry, library) in NOT_YET_LAZY:
-        assert loaded, f"entry point {entry!r} no longer imports {library}: remove it from NOT_YET_LAZY"
-        pytest.xfail(NOT_YET_LAZY[entry, library])
     assert not loaded, f"entry point {entry!r} imports {library} before it is used"
 
 # ----------------------------------------------------------------- (c) old import paths keep working

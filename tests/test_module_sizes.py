@@ -15,12 +15,6 @@ REASON = "Longer than 400 lines because"
 SRC = Path(neuroprune.__file__).resolve().parent
 
 #: modules over the limit that another branch is splitting; emptied as the branches land
-BEING_SPLIT = {
-    "cli/common.py": "H3 splits the CLI helpers",
-    "torch/export.py": "H3 turns it into the torch/export/ package",
-}
-
-
 def _modules() -> list[str]:
     return [path.relative_to(SRC).as_posix() for path in sorted(SRC.rglob("*.py"))]
 
@@ -31,12 +25,5 @@ def test_module_is_short_or_says_why(module: str) -> None:
     lines = text.count("\n")
     docstring = ast.get_docstring(ast.parse(text)) or ""
     fits = lines <= MAX_LINES or any(line.startswith(REASON) for line in docstring.splitlines())
-    if module in BEING_SPLIT:
-        assert not fits, f"{module} fits now: remove it from BEING_SPLIT"
-        pytest.xfail(f"{lines} lines; {BEING_SPLIT[module]}")
     assert fits, f"{module} has {lines} lines (over {MAX_LINES}); split it by job or say why in its docstring"
 
-
-def test_being_split_names_real_modules() -> None:
-    stale = sorted(set(BEING_SPLIT) - set(_modules()))
-    assert not stale, f"BEING_SPLIT names modules that no longer exist (remove them): {stale}"

@@ -46,7 +46,7 @@ def test_hugging_face_models_get_the_hf_subclass():
 
 
 def test_a_backend_name_is_registered_once():
-    with pytest.raises(ConfigError, match="a backend named 'fx' is already registered"):
+    with pytest.raises(ConfigError, match="backend 'fx' is already registered; pass replace=True"):
         register_backend(TorchBackend())
 
 
