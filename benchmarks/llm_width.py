@@ -11,7 +11,7 @@ There is no pretrained decoder to download here, so the benchmark makes one, det
 * **model**: ``LlamaForCausalLM`` with hidden size 256, 4 layers, 8 query heads in 4 key/value
   groups (head size 32), FFN 640 (SwiGLU), tied embeddings, 2048 positions max; random init with
   seed 0 (``neuroprune.models.lm_zoo.tiny_llama``), 3.3M parameters;
-* **training**: ``--train-steps`` (default 250) AdamW steps (lr 3e-3, 15 warm-up steps, cosine
+* **training**: ``--train-steps`` (default 2000) AdamW steps (lr 3e-3, 15 warm-up steps, cosine
   decay to 10 %, weight decay 0.01, batch 16 blocks of 64 tokens, shuffled with seed 0), one
   thread pool of 2 threads. The model and tokenizer are cached in ``--cache`` (default
   ``~/.cache/neuroprune/llm_width``; 12 MB in float32, too big for the repository) together with
@@ -40,7 +40,7 @@ Then, on that model, same data, same budget for everyone:
 Perplexity is measured on 96 test blocks (6,144 tokens) of the held-out test documents.
 Writes ``benchmarks/results/llm_width.md`` and ``.json``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_width.py            # ~25 min on a busy 2-core machine
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_width.py            # ~60 min on a busy 2-core machine (46 of them training)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_width.py --quick    # 30 steps, 10 s distillation: smoke run
 """
 
@@ -211,7 +211,7 @@ def run_distill(model, task, seconds: float) -> tuple[nn.Module, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-steps", type=int, default=250)
+    parser.add_argument("--train-steps", type=int, default=2000)
     parser.add_argument("--distill-seconds", type=float, default=60.0)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "neuroprune" / "llm_width"))
     parser.add_argument("--speed-rounds", type=int, default=5)
@@ -303,7 +303,7 @@ def _targets(rows, dense_ppl) -> list[str]:
         if kind != "ffn":
             continue
         ours_free = min(v[setting] for k, v in rows.items() if k.startswith("neuroprune") and "distillation" not in k)
-        tp_free = min(v[setting] for k, v in rows.items() if k.startswith("Torch-Pruning"))
+        tp_free = min(v[setting] for k, v in rows.items() if k.startswith("Torch-Pruning") and "distillation" not in k)
         ours_d = rows["neuroprune best + distillation"][setting]
         tp_d = rows["Torch-Pruning best + distillation"][setting]
         lines.append(f"- ahead of Torch-Pruning at {setting}: without training {ours_free:.2f} vs {tp_free:.2f} "
