@@ -404,7 +404,7 @@ def _registries():
         ("flow rule for", "relu", lambda replace: ops.register_function_rule(torch.relu, rule, replace=replace), None),
         ("backend", "toy-duplicate", lambda replace: backends.register_backend(toy, replace=replace),
          lambda: backends.unregister_backend("toy-duplicate")),
-        ("model adapter", "fx", lambda replace: adapters.register_adapter(fx_adapter, replace=replace), None),
+        ("backend", "fx", lambda replace: adapters.register_adapter(fx_adapter, replace=replace), None),  # deprecated alias
         ("zoo model", "mlp", lambda replace: zoo.register_model("mlp", zoo.ZOO["mlp"], replace=replace), None),
     ]
 

@@ -92,15 +92,15 @@ def _portable(error: BaseException) -> dict[str, Any]:
 
 
 def _rebuild(portable: dict[str, Any], source: int) -> BaseException:
+    error: BaseException = RuntimeError(f"{portable['module']}.{portable['name']}: {portable['message']}")
     try:
         cls = functools.reduce(getattr, portable["name"].split("."), importlib.import_module(portable["module"]))
-        if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            raise TypeError(cls)
-        error = cls.__new__(cls)
-        Exception.__init__(error, portable["message"])
-        error.__dict__.update(portable["state"])
-    except Exception:  # a class the other rank cannot build: keep the message
-        error = RuntimeError(f"{portable['module']}.{portable['name']}: {portable['message']}")
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            error = cls.__new__(cls)
+            Exception.__init__(error, portable["message"])
+            error.__dict__.update(portable["state"])
+    except Exception:  # a class this rank cannot build: the RuntimeError keeps the message
+        pass
     error.failed_rank = source
     return error
 
