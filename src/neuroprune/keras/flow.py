@@ -149,6 +149,8 @@ def _channelwise(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
 def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
     """Record ``call``'s axes and couplings; return the flows of its outputs."""
     name = call.class_name
+    call.inputs = [ids.fixed(int(shape[-1]), "channels computed by a layer that is not followed")
+                   if flow is None and shape and shape[-1] else flow for flow, shape in zip(call.inputs, call.shapes)]
     if name in MERGE:
         return _merge(ids, call)
     if call.is_op:
