@@ -93,8 +93,9 @@ class _Walker:
             return self._sequential(config, prefix, inputs)
         return self._functional(config, prefix, inputs)
 
-    def _input(self, entry: dict, given: np.ndarray | None) -> np.ndarray | None:
-        if given is not None:
+    def _input(self, entry: dict, given: np.ndarray | None, prefix: str) -> np.ndarray | None:
+        if given is not None:  # a nested model's input: its batch_shape follows the channels
+            self.ids.bind_axis(prefix + entry["config"]["name"], "features", given)
             return given
         shape = entry["config"].get("batch_shape") or entry["config"].get("batch_input_shape")
         return self.ids.fixed(int(shape[-1]), "model input") if shape and shape[-1] else None
@@ -105,7 +106,7 @@ class _Walker:
         for entry in config["layers"]:
             layer_config = entry["config"]
             if entry["class_name"] == "InputLayer":
-                flow, shape = self._input(entry, flow), tuple(layer_config.get("batch_shape") or ())
+                flow, shape = self._input(entry, flow, prefix), tuple(layer_config.get("batch_shape") or ())
                 continue
             if flow is None and shape:
                 flow = self.ids.fixed(int(shape[-1]), "model input")
@@ -120,7 +121,7 @@ class _Walker:
         entries = {entry["name"]: entry for entry in config["layers"]}
         for position, (name, node, index) in enumerate(_history_leaves(config["input_layers"])):
             given = inputs[position] if inputs and position < len(inputs) else None
-            tensors[(name, node, index)] = self._input(entries[name], given)
+            tensors[(name, node, index)] = self._input(entries[name], given, prefix)
         pending = [(entry, n, node) for entry in config["layers"] if entry["class_name"] != "InputLayer"
                    for n, node in enumerate(entry.get("inbound_nodes", []))]
         while pending:

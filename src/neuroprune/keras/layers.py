@@ -74,8 +74,9 @@ class LayerRule:
                     sizes[axis] = int(arrays[name][dim])
                     break
             else:
-                if axis == "features" and "target_shape" in layer.get_config():  # Reshape
-                    sizes[axis] = int(layer.get_config()["target_shape"][-1])
+                key = self.config_keys.get(axis)
+                if key in SHAPE_KEYS:  # Reshape, InputLayer: the size is the shape's last entry
+                    sizes[axis] = int(layer.get_config()[key][-1])
         return sizes
 
     def slice_weights(self, axis: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
@@ -101,7 +102,7 @@ class LayerRule:
     def resize_config(self, config: dict[str, Any], axis: str, size: int) -> None:
         """Write the new size of ``axis`` into the layer's ``config`` (in place)."""
         key = self.config_keys.get(axis)
-        if key == "target_shape":
+        if key in SHAPE_KEYS:
             config[key] = [*list(config[key])[:-1], size]
         elif key is not None:
             config[key] = size
@@ -121,6 +122,9 @@ class LayerRule:
         return [RowsView("kernel", _rows_along(-2))]
 
 
+#: config entries that hold a whole shape (channels last)
+SHAPE_KEYS = ("target_shape", "batch_shape")
+
 _PROJECTION = {"out": {"kernel": -1, "bias": 0}, "in": {"kernel": -2}}
 _CHANNELWISE = {"features": {"gamma": 0, "beta": 0, "moving_mean": 0, "moving_variance": 0}}
 
@@ -131,6 +135,7 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
     LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
     LayerRule(("Reshape",), {"features": {}}, {"features": "target_shape"}),
+    LayerRule(("InputLayer",), {"features": {}}, {"features": "batch_shape"}),  # of a nested model
 )
 _BY_NAME = {name: rule for rule in RULES for name in rule.class_names}
 

@@ -27,7 +27,13 @@ def layer_at(model: Any, path: str) -> Any:
     """The layer at ``path`` (names separated by ``/``)."""
     layer = model
     for name in path.split(SEP):
-        layer = layer.get_layer(name)
+        try:
+            layer = layer.get_layer(name)
+        except ValueError:  # a Sequential's InputLayer is left out of .layers (kept in ._layers)
+            matches = [candidate for candidate in getattr(layer, "_layers", []) if candidate.name == name]
+            if not matches:
+                raise
+            layer = matches[0]
     return layer
 
 
