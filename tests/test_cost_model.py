@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neuroprune.torch.adapters import adapter_for
+from neuroprune.core.backend import backend_for
 from neuroprune.torch.cost_model import CostModel, module_costs
 from neuroprune.torch.metrics import count_flops, count_parameters
 from neuroprune.torch.surgery import apply_keep
@@ -37,7 +37,7 @@ def recorded(name: str):
         kwargs["in_channels"] = 1
     model = build_model(name, **kwargs).eval()
     example = torch.randn(*INPUTS[name])
-    graph = adapter_for(model).discover(model, example)
+    graph = backend_for(model).discover(model, example)
     costs = {q: CostModel.record(model, graph, q, example) for q in ("params", "flops")}
     return model, example, graph, costs
 

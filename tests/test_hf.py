@@ -22,7 +22,7 @@ from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaMod
 
 import neuroprune  # noqa: E402
 from neuroprune import PruneConfig, prune  # noqa: E402
-from neuroprune.torch.adapters import adapter_for  # noqa: E402
+from neuroprune.core.backend import backend_for  # noqa: E402
 from neuroprune.hf.adapter import load_model, load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.cli.main import main  # noqa: E402
 from neuroprune.core.errors import CheckpointError, ConfigError, NoSignalError  # noqa: E402
@@ -98,8 +98,8 @@ def uneven_removal(graph) -> dict[str, np.ndarray]:
 
 def test_bert_groups_are_heads_and_ffn_neurons():
     model = tiny_bert()
-    graph = adapter_for(model).discover(model, None)
-    assert adapter_for(model).name == "hf"
+    graph = backend_for(model).discover(model, None)
+    assert backend_for(model).name == "hf"
     assert [(g.name, g.size) for g in graph.groups] == [
         ("encoder.layer.0.attention:heads", 4), ("encoder.layer.0.intermediate.dense", 64),
         ("encoder.layer.1.attention:heads", 4), ("encoder.layer.1.intermediate.dense", 64)]
@@ -115,7 +115,7 @@ def test_bert_groups_are_heads_and_ffn_neurons():
 
 def test_llama_gqa_units_are_key_value_groups():
     model = tiny_llama()
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     heads = graph.group("layers.0.self_attn:heads")
     assert heads.size == 2  # 4 query heads share 2 key/value heads
     query, key = heads.members[0], heads.members[1]
@@ -125,14 +125,14 @@ def test_llama_gqa_units_are_key_value_groups():
     assert keep["layers.0.self_attn.q_proj"]["out"].tolist() == list(range(16, 32))  # query heads 2 and 3
     assert keep["layers.0.self_attn.k_proj"]["out"].tolist() == list(range(8, 16))  # their key/value head
     small = apply_keep(model, keep)
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     assert small.config.neuroprune_num_heads == [2, 4] and small.config.neuroprune_num_key_value_heads == [1, 2]
     assert small.layers[0].self_attn.num_key_value_groups == 2  # the grouping is intact
 
 
 def test_ignore_takes_paths_and_group_patterns():
     model = tiny_bert()
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     assert [g.name for g in adapter.discover(model, None, ignore=("*:heads",)).groups] == [
         "encoder.layer.0.intermediate.dense", "encoder.layer.1.intermediate.dense"]
     names = [g.name for g in adapter.discover(model, None, ignore=("encoder.layer.0",)).groups]
@@ -142,7 +142,7 @@ def test_ignore_takes_paths_and_group_patterns():
 @pytest.mark.parametrize("family", sorted(FACTORIES))
 def test_masked_equals_removed_with_per_layer_widths_and_heads(family):
     model = FACTORIES[family]()
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     removal = uneven_removal(graph)
     keep = graph.keep_indices(removal)
@@ -186,13 +186,14 @@ def test_text_task_splits_fidelity_and_loss_signal(bound_task):
     assert torch.equal(task.token_mask(batch), batch["attention_mask"])
     assert task.distill_loss(model, batch).item() == pytest.approx(0.0, abs=1e-6)
     assert task.loss(model, batch).item() > 0  # the scoring loss has a gradient on the unpruned model
-    ids, mask = task.make_input(5)
-    assert ids.shape[0] == 5 and mask.shape == ids.shape
+    inputs = task.make_input(5)  # by keyword: model(**inputs)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    assert sorted(inputs) == ["attention_mask", "input_ids"] and ids.shape[0] == 5 and mask.shape == ids.shape
 
 
 def test_statistics_ignore_padding_and_accumulate_over_batches(bound_task):
     model, task = bound_task
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     batch = task.calibration_batches()[0]
     padded = {k: v for k, v in batch.items()}
     extra = 5
@@ -227,7 +228,7 @@ def test_obs_scores_heads_and_ffn_neurons(bound_task):
 
 def test_reconstruction_ignores_padding_rows(bound_task):
     model, task = bound_task
-    graph = adapter_for(model).discover(model, None, ignore=("*:heads",))
+    graph = backend_for(model).discover(model, None, ignore=("*:heads",))
     keep = graph.keep_indices({g.name: np.arange(0, g.size, 2) for g in graph.groups})
     batch = task.calibration_batches()[0]
     padded = dict(batch)
@@ -245,7 +246,7 @@ def test_reconstruction_ignores_padding_rows(bound_task):
 
 def test_all_equal_scores_are_refused_not_pruned_by_index(bound_task):
     model, task = bound_task
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     constant = lambda m, b: task.encode(m, b).sum() * 0.0  # noqa: E731  (no gradient signal at all)
     stats = collect_statistics(model, graph, task.calibration_batches()[:1], constant, activations=False,
                                gradients=True, progress=False)
@@ -257,7 +258,7 @@ def test_all_equal_scores_are_refused_not_pruned_by_index(bound_task):
 
 def test_distillation_lowers_the_loss_within_its_budget(bound_task):
     model, task = bound_task
-    graph = adapter_for(model).discover(model, None, ignore=("*:heads",))
+    graph = backend_for(model).discover(model, None, ignore=("*:heads",))
     small = apply_keep(model, graph.keep_indices({g.name: np.arange(0, 48) for g in graph.groups}))
     before = task.evaluate(small, "train")
     result = distill(small, task, epochs=3, learning_rate=1e-3, progress=False)
@@ -289,7 +290,7 @@ def test_prune_save_and_reload_exactly(tmp_path, bound_task):
 @pytest.mark.parametrize("family,ignore", [("bert", ("*:heads",)), ("llama", ())])
 def test_plain_from_pretrained_where_the_config_can_express_it(tmp_path, family, ignore):
     model = FACTORIES[family]()
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None, ignore=ignore)
     removal = {g.name: np.arange(g.size // 2) for g in graph.groups}  # uniform across layers
     plan = neuroprune.PruningPlan(adapter="hf").compose(graph.keep_indices(removal), graph.module_types, graph.axis_sizes)
@@ -377,14 +378,15 @@ def test_real_minilm_ffn_half_with_reconstruction(tmp_path):
     assert result.model.config.intermediate_size == 768 and plain_loadable(result.model)
     assert result.report["after"]["accuracy"] > 0.85
     result.save(tmp_path / "minilm")
-    ids, mask = task.make_input(4)
+    inputs = task.make_input(4)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
     assert torch.equal(hidden(load_pretrained(tmp_path / "minilm"), ids, mask), hidden(result.model, ids, mask))
 
 
 @pytest.mark.parametrize("family", sorted(FACTORIES))
 def test_residual_aware_reconstruction_fits_the_teachers_residual_sum(family):
     model = FACTORIES[family]()
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     sums = adapter.residual_sums(model)
     assert len(sums) == 4 and all(model.get_submodule(p) is not None for p in sums.values())
     graph = adapter.discover(model, None)

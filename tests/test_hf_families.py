@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import neuroprune  # noqa: E402
-from neuroprune.torch.adapters import adapter_for  # noqa: E402
+from neuroprune.core.backend import backend_for  # noqa: E402
 from neuroprune.hf.adapter import load_pretrained, plain_loadable  # noqa: E402
 from neuroprune.hf.families import width  # noqa: E402
 from neuroprune.core.errors import ConfigError, UnsupportedModuleError  # noqa: E402
@@ -179,14 +179,14 @@ def n_params(model: nn.Module) -> int:
 
 def save(folder, model, graph, keep) -> None:
     plan = neuroprune.PruningPlan(adapter="hf").compose(keep, graph.module_types, graph.axis_sizes)
-    neuroprune.save(folder, model, plan, extra=adapter_for(model).extra_files(model))
+    neuroprune.save(folder, model, plan, extra=backend_for(model).extra_files(model))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_discover_finds_heads_and_ffn_neurons_of_every_block(name):
     model = build(name)
-    assert adapter_for(model).name == "hf"
-    graph = adapter_for(model).discover(model, None)
+    assert backend_for(model).name == "hf"
+    graph = backend_for(model).discover(model, None)
     assert [(g.name, g.size) for g in graph.groups] == FAMILIES[name].groups
     for group in graph.groups:  # every member names a real module axis and maps every position to a unit
         for member in group.members:
@@ -198,7 +198,7 @@ def test_discover_finds_heads_and_ffn_neurons_of_every_block(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_masked_equals_pruned_and_parameters_drop_as_planned(name):
     model = build(name)
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     removal = uneven_removal(graph)
     keep = graph.keep_indices(removal)
@@ -220,7 +220,7 @@ def test_masked_equals_pruned_and_parameters_drop_as_planned(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_save_then_load_pretrained_is_exact(tmp_path, name):
     model = build(name)
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     keep = graph.keep_indices(uneven_removal(graph))
     small = apply_keep(model, keep)
@@ -234,7 +234,7 @@ def test_save_then_load_pretrained_is_exact(tmp_path, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_plain_from_pretrained_is_exact_where_the_config_can_express_it(tmp_path, name):
     model = build(name)
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     family = FAMILIES[name]
     uniform = {g.name: np.arange(g.size // 2) for g in graph.groups}  # the same share of every group
@@ -257,7 +257,7 @@ def test_plain_from_pretrained_is_exact_where_the_config_can_express_it(tmp_path
 @pytest.mark.parametrize("name", DECODERS)
 def test_generate_after_pruning_gives_the_masked_models_tokens(name):
     model = build(name)
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     keep = graph.keep_indices(uneven_removal(graph))
     options = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
@@ -274,7 +274,7 @@ def test_generate_after_pruning_gives_the_masked_models_tokens(name):
 @given(name=st.sampled_from(["gpt2", "phi3", "t5"]), seed=st.integers(0, 10_000))
 def test_random_plans_on_fused_and_tied_projections_mask_equals_prune(name, seed):
     model = build(name)
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     graph = adapter.discover(model, None)
     rng = np.random.default_rng(seed)
     removal = {g.name: np.sort(rng.choice(g.size, size=int(rng.integers(0, g.size)), replace=False))
@@ -289,13 +289,13 @@ def test_random_plans_on_fused_and_tied_projections_mask_equals_prune(name, seed
 
 def test_gpt2_fused_c_attn_splits_into_heads_and_conv1d_is_cut_on_its_transposed_axes():
     model = build("gpt2")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     heads = graph.group("transformer.h.0.attn:heads")
     c_attn = heads.members[0]
     assert (c_attn.path, c_attn.axis) == ("transformer.h.0.attn.c_attn", "out")
     assert c_attn.unit_of.tolist() == [h for _ in range(3) for h in range(4) for _ in range(8)]  # q | k | v
     small = apply_keep(model, graph.keep_indices({heads.name: np.array([1])}))
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     attn = small.transformer.h[0].attn
     assert tuple(attn.c_attn.weight.shape) == (32, 72) and tuple(attn.c_proj.weight.shape) == (24, 32)
     assert (attn.num_heads, attn.split_size) == (3, 24)
@@ -304,9 +304,9 @@ def test_gpt2_fused_c_attn_splits_into_heads_and_conv1d_is_cut_on_its_transposed
 
 def test_phi3_per_layer_head_counts_get_their_own_attention_config():
     model = build("phi3")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     small = apply_keep(model, graph.keep_indices({"model.layers.0.self_attn:heads": np.array([0])}))
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     first, second = (layer.self_attn for layer in small.model.layers)
     assert (first.config.num_attention_heads, first.config.num_key_value_heads) == (2, 1)
     assert second.config is small.config and small.config.num_attention_heads == 4  # not expressible: unchanged
@@ -315,13 +315,13 @@ def test_phi3_per_layer_head_counts_get_their_own_attention_config():
 
 def test_t5_heads_are_tied_across_the_stack_with_their_relative_position_bias():
     model = build("t5")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     group = graph.group("encoder.SelfAttention:heads")
     assert sorted({m.path.split(".")[2] for m in group.members}) == ["0", "1"]  # both encoder blocks
     table = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias"
     assert [m.axis for m in group.members if m.path == table] == ["dim"]
     small = apply_keep(model, graph.keep_indices({group.name: np.array([0, 3])}))
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     assert small.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.embedding_dim == 2
     assert [b.layer[0].SelfAttention.n_heads for b in small.encoder.block] == [2, 2]
     assert [b.layer[0].SelfAttention.n_heads for b in small.decoder.block] == [4, 4]
@@ -330,20 +330,20 @@ def test_t5_heads_are_tied_across_the_stack_with_their_relative_position_bias():
 
 def test_albert_prunes_its_shared_layer_once_for_every_depth():
     model = build("albert")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     assert len(graph.groups) == 2 and model.config.num_hidden_layers == 2  # one layer, run twice
     small = apply_keep(model, graph.keep_indices({"encoder.albert_layer_groups.0.albert_layers.0.ffn": np.arange(16)}))
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     assert small.encoder.albert_layer_groups[0].albert_layers[0].ffn.out_features == 48
     assert small.config.intermediate_size == 48 and plain_loadable(small)
 
 
 def test_whisper_encoder_and_decoder_widths_go_to_their_own_config_fields():
     model = build("whisper")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     removal = {g.name: np.arange(8) for g in graph.groups if g.name.startswith("decoder") and g.name.endswith("fc1")}
     small = apply_keep(model, graph.keep_indices(removal))
-    adapter_for(small).after_surgery(small)
+    backend_for(small).after_surgery(small)
     assert (small.config.encoder_ffn_dim, small.config.decoder_ffn_dim) == (64, 40)
     assert small.config.neuroprune_num_cross_attention_heads == [None, None, 4, 4]
     assert plain_loadable(small)
@@ -352,7 +352,7 @@ def test_whisper_encoder_and_decoder_widths_go_to_their_own_config_fields():
 def test_scores_of_conv1d_and_tied_groups_come_from_weights_gradients_and_activations():
     for name in ("gpt2", "t5"):
         model = build(name)
-        graph = adapter_for(model).discover(model, None)
+        graph = backend_for(model).discover(model, None)
 
         def loss(m, batch, name=name):
             return m(**FAMILIES[name].inputs())[0].float().pow(2).mean()
@@ -365,7 +365,7 @@ def test_scores_of_conv1d_and_tied_groups_come_from_weights_gradients_and_activa
 
 def test_obs_on_gpt2_names_the_linear_only_limit():
     model = build("gpt2")
-    graph = adapter_for(model).discover(model, None)
+    graph = backend_for(model).discover(model, None)
     stats = collect_statistics(model, graph, [0], lambda m, b: m(**_text())[0].pow(2).mean(), gram=True,
                                progress=False)
     with pytest.raises(ConfigError, match="nn.Linear layers only"):
@@ -376,7 +376,7 @@ def test_an_unknown_family_lists_what_is_supported():
     torch.manual_seed(0)
     model = T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
     with pytest.raises(UnsupportedModuleError, match=r"ResNetModel: no transformer block.*GPT-2.*T5"):
-        adapter_for(model).discover(model, None)
+        backend_for(model).discover(model, None)
 
 
 @pytest.mark.parametrize("name", ["phi", "phi3"])
@@ -390,7 +390,7 @@ def test_residual_aware_reconstruction_on_phi_blocks_fits_the_teachers_residual_
     config.vocab_size = len(make_tokenizer())
     torch.manual_seed(0)
     model = (T.PhiModel if name == "phi" else T.Phi3Model)(config).eval()
-    adapter = adapter_for(model)
+    adapter = backend_for(model)
     sums = adapter.residual_sums(model)
     expected = ({"layers.0.self_attn.dense": "layers.1.input_layernorm", "layers.0.mlp.fc2": "layers.1.input_layernorm",
                  "layers.1.self_attn.dense": "final_layernorm", "layers.1.mlp.fc2": "final_layernorm"} if name == "phi"

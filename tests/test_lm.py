@@ -180,10 +180,10 @@ def test_decoder_criteria_are_listed_with_a_reference(capsys):
 @pytest.mark.parametrize("criterion", ["wanda", "flap", "taylor"])
 def test_decoder_criteria_give_one_finite_score_per_head_group_and_neuron(documents, tokenizer, trained, criterion):
     task = make_task(documents, tokenizer).bind(trained)
-    from neuroprune.torch.adapters import adapter_for
+    from neuroprune.core.backend import backend_for
     from neuroprune.core.loop import score_groups
 
-    graph = adapter_for(trained).discover(trained, None)
+    graph = backend_for(trained).discover(trained, None)
     scores = score_groups(trained, graph, task, quiet(criterion=criterion))
     assert {name: len(s) for name, s in scores.items()} == {g.name: g.size for g in graph.groups}
     assert {g.size for g in graph.groups} == {2, 64}  # 2 key/value groups, 64 FFN neurons per layer

@@ -25,16 +25,16 @@ def trained():
 def test_rolled_back_step_restores_bit_identical_weights(trained, monkeypatch):
     model, task = trained
     seen = {}
-    import neuroprune.core.loop as schedule
+    from neuroprune.torch.backend import TorchBackend
 
-    real_apply_masks = schedule.apply_masks
+    real_mask = TorchBackend.mask
 
-    def spy(work, keep):
+    def spy(self, work, keep):
         seen["before"] = {k: v.clone() for k, v in work.state_dict().items()}
         seen["work"] = work
-        return real_apply_masks(work, keep)
+        return real_mask(self, work, keep)
 
-    monkeypatch.setattr(schedule, "apply_masks", spy)
+    monkeypatch.setattr(TorchBackend, "mask", spy)
     config = PruneConfig(criterion="random", ratio=0.9, tolerance=0.0, max_retries=0, **FAST)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = prune(model, task, config)

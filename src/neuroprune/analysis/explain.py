@@ -15,21 +15,19 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
-import torch.nn as nn
-
-from neuroprune.torch.adapters import adapter_for
+from neuroprune.core.backend import backend_for
 from neuroprune.core.errors import ConfigError
 from neuroprune.core.plan import PruningPlan
 from neuroprune.core.criteria import ScoringInput, criterion_names, get_criterion, score
 from neuroprune.core.criteria.registry import Needs
-from neuroprune.torch.stats import statistics_for
+from neuroprune.core.tasks import bind_task
 
 
-def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str] | None = None,
+def explain(model: Any, task, plan: PruningPlan, *, criteria: Sequence[str] | None = None,
             activation_threshold: float = 0.0, progress: bool = True) -> tuple[dict, dict]:
     """Scores of the *original* model's neurons and the neurons ``plan`` removed.
 
@@ -40,15 +38,15 @@ def explain(model: nn.Module, task, plan: PruningPlan, *, criteria: Sequence[str
     """
     explicit = bool(criteria)
     criteria = list(criteria or criterion_names())
-    work = copy.deepcopy(model)
-    if hasattr(task, "bind"):
-        task.bind(work)
-    graph = adapter_for(work).discover(work, task.example_input())
+    backend = backend_for(model)
+    work = backend.clone(model)
+    bind_task(task, work)
+    graph = backend.discover(work, task.example_input())
     needs = Needs()
     for name in criteria:
         needs = needs | get_criterion(name).needs({})
-    stats = statistics_for(needs, work, graph, task, threshold=activation_threshold, progress=progress,
-                           desc="explaining")
+    stats = backend.collect_statistics(work, graph, task, needs, threshold=activation_threshold, progress=progress,
+                                       desc="explaining")
     data = ScoringInput(work, graph, stats)
     scores = {}
     for name in criteria:

@@ -13,26 +13,24 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch.nn as nn
 from tqdm.auto import tqdm
 
-from neuroprune.torch.adapters import adapter_for
+from neuroprune.core.backend import backend_for, masked
 from neuroprune.core.config import PruneConfig
 from neuroprune.core.errors import ConfigError, NoPrunableLayerError
 from neuroprune.core.policy import resolve_policies
-from neuroprune.core.loop import score_groups
+from neuroprune.core.scoring_pass import score_groups
 from neuroprune.core.selection import lowest_units
-from neuroprune.torch.masks import apply_masks
+from neuroprune.core.tasks import bind_task
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def analyse_sensitivity(model: nn.Module, task, config: PruneConfig | None = None, *,
+def analyse_sensitivity(model: Any, task, config: PruneConfig | None = None, *,
                         ratios: Sequence[float] = DEFAULT_RATIOS, progress: bool = True) -> dict[str, Any]:
     """Validation metric per layer at each fraction of its neurons removed (lowest scores first).
 
@@ -43,16 +41,15 @@ def analyse_sensitivity(model: nn.Module, task, config: PruneConfig | None = Non
     bad = [r for r in ratios if not (0 < r < 1)]
     if bad or not ratios:
         raise ConfigError([f"sensitivity ratios must lie in (0, 1), got {list(ratios)}"])
-    work = copy.deepcopy(model)
-    if hasattr(task, "bind"):
-        task.bind(work)
-    adapter = adapter_for(work)
-    graph = adapter.discover(work, task.example_input(), ignore=config.ignore,
+    backend = backend_for(model)
+    work = backend.clone(model)
+    bind_task(task, work)
+    graph = backend.discover(work, task.example_input(), ignore=config.ignore,
                             ignore_untraceable=config.ignore_untraceable)
     if not graph.groups:
         raise NoPrunableLayerError("the model has no prunable layer")
     settings = resolve_policies(graph, config)
-    scores = score_groups(work, graph, task, config, settings, desc="scoring")
+    scores = score_groups(work, graph, task, config, settings, desc="scoring", backend=backend)
     reference = task.evaluate(work, "val")
     groups = [g for g in graph.groups if not settings[g.name].ignore]
     bar = tqdm(total=len(groups) * len(ratios), desc="sensitivity", disable=not progress, leave=False)
@@ -62,7 +59,7 @@ def analyse_sensitivity(model: nn.Module, task, config: PruneConfig | None = Non
         for ratio in ratios:
             count = min(math.floor(ratio * group.size + 1e-9), group.prunable_count, group.size - 1)
             units = lowest_units(group, scores[group.name], count)
-            with apply_masks(work, graph.keep_indices({group.name: units})):
+            with masked(backend, work, graph.keep_indices({group.name: units})):
                 values.append(task.evaluate(work, "val"))
             bar.update()
         layers[group.name] = {"ratios": list(ratios), "metric": values}

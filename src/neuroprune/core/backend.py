@@ -24,7 +24,9 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,10 +65,12 @@ class WeightRows:
 
 @runtime_checkable
 class MaskHandle(Protocol):
-    """Masks put on a model by :meth:`Backend.mask`: undone bit for bit, or made permanent."""
+    """Masks put on a model by :meth:`Backend.mask`: undone bit for bit, or made permanent;
+    ``reapply`` zeroes the masked weights again after an optimiser step (gradual pruning)."""
 
     def remove(self) -> None: ...
     def commit(self) -> None: ...
+    def reapply(self) -> None: ...
 
 
 @runtime_checkable
@@ -98,31 +102,56 @@ class Backend(Protocol):
         """Zero what ``keep`` drops, in place, restorably."""
 
     def apply_keep(self, model: Any, keep: Keep) -> Any:
-        """Remove what ``keep`` drops, physically, in place; returns the model."""
+        """Remove what ``keep`` drops, physically, in place, and bring the model's own metadata
+        (configuration, head counts) in line with the new shapes; returns the model."""
 
     def reconstruct(self, student: Any, before: Any, keep: Keep, task, config) -> None:
         """Refit the layers that read pruned units to reproduce ``before``'s outputs."""
 
     def recover(self, model: Any, task, config, teacher: Any, desc: str) -> int:
-        """Fine-tune (or distil from ``teacher``) for ``config.finetune_epochs``; returns the epochs run."""
+        """Fine-tune (or distil from ``teacher``) for ``config.finetune_epochs``; returns the epochs run.
+        A task that declares ``own_recovery`` recovers itself (``task.finetune``)."""
+
+    def snapshot(self) -> Any:
+        """The process's random state (an object with ``restore()``), given back on a roll-back."""
 
     # -- many processes ---------------------------------------------------------------
     def agree(self, value: Any) -> Any:
         """Rank 0's ``value`` on every process (the identity in one process): the loop passes every
         decision (units to remove, accept / roll back) through it, so all ranks stay in step."""
 
-    # -- measuring and files ---------------------------------------------------------
+    # -- measuring -------------------------------------------------------------------
     def measure(self, model: Any, task, config) -> dict[str, Any]:
         """Parameters, FLOPs, size, latency and the task metric on the test split."""
 
+    def measure_cost(self, model: Any, task, quantity: str) -> float:
+        """One of ``"params"``, ``"flops"``, ``"latency"`` (what budgets aim at)."""
+
+    def cost_model(self, model: Any, graph, task, quantity: str, *, skip=frozenset(), min_widths=None) -> Any:
+        """An analytic ``quantity`` over group widths (``.value({group: kept width})``), or ``None``."""
+
+    # -- files -----------------------------------------------------------------------
     def save(self, folder, model: Any, plan, report: dict | None, *, overwrite: bool = False,
              extra: dict[str, Any] | None = None) -> None:
-        """Write the model, plan and report atomically (see docs/file-format.md)."""
+        """Write the model, plan and report atomically (see docs/file-format.md), with the files
+        this backend's models need (e.g. ``config.json``)."""
+
+    def fingerprint(self, model: Any, task) -> dict[str, str]:
+        """What a checkpoint must match to be resumed: texts for the starting weights and the data."""
+
+    def check_checkpoint(self, folder) -> None:
+        """Refuse a path that is neither new, empty, nor an earlier checkpoint."""
+
+    def save_checkpoint(self, folder, model: Any, state, config, fingerprint: dict[str, str] | None) -> None:
+        """Replace the checkpoint in ``folder`` with ``model`` and the loop state (and the random state)."""
+
+    def load_checkpoint(self, folder, original: Any, config, fingerprint: dict[str, str] | None) -> tuple[Any, Any]:
+        """``(model, loop state)`` saved in ``folder``; the random state is restored."""
 
 
 _BACKENDS: dict[str, Any] = {}
-#: backends that register themselves when their module is imported, tried in this order (the
-#: torch backend keeps writing "fx" as the plan's adapter name, so old plans stay readable)
+#: backends that register themselves when their module is imported (the torch backend keeps
+#: writing "fx" as the plan's adapter name, so old plans stay readable)
 _KNOWN = {"hf": "neuroprune.hf.adapter", "keras": "neuroprune.keras.backend", "fx": "neuroprune.torch.backend"}
 
 
@@ -147,16 +176,16 @@ def _import_known(names: Sequence[str]) -> None:
                 pass
 
 
+#: a backend module is imported once its framework is (a model exists, so its framework is loaded)
+_FRAMEWORKS = {"fx": "torch", "hf": "transformers", "keras": "keras"}
+
+
 def backend_for(model: Any) -> Any:
-    """The registered backend that accepts ``model`` (framework modules are imported only when
-    the model's own framework is already loaded, so a torch user never imports keras)."""
-    for backend in list(_BACKENDS.values()):
-        if backend.matches(model):
-            return backend
-    module = type(model).__module__.split(".")[0]
-    candidates = {"torch": ["hf", "fx"], "transformers": ["hf", "fx"], "keras": ["keras"]}.get(module, list(_KNOWN))
-    _import_known(candidates)
-    for backend in _BACKENDS.values():
+    """The registered backend that accepts ``model``; the latest registered is asked first, so a
+    specialised backend (``hf``, a subclass of the torch one) wins over the generic one. Backends
+    of frameworks not imported yet are never loaded (a torch user never imports keras)."""
+    _import_known([name for name, framework in _FRAMEWORKS.items() if framework in sys.modules])
+    for backend in reversed(list(_BACKENDS.values())):
         if backend.matches(model):
             return backend
     raise UnsupportedModelError(f"no backend accepts a {type(model).__module__}.{type(model).__qualname__}; "
@@ -177,3 +206,25 @@ def get_backend(name: str) -> Any:
 def as_keep(keep: dict[str, dict[str, Any]]) -> Keep:
     """``keep`` with every index list as a sorted numpy int64 array."""
     return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
+
+
+@contextmanager
+def masked(backend: Any, model: Any, keep: Keep) -> Iterator[Any]:
+    """``model`` with what ``keep`` drops masked for the ``with`` block, then restored bit for bit.
+
+    Example:
+        >>> class Handle:
+        ...     def remove(self): print("restored")
+        ...     def commit(self): pass
+        >>> class Toy:
+        ...     def mask(self, model, keep): return Handle()
+        >>> with masked(Toy(), "model", {}) as model:
+        ...     print(model)
+        model
+        restored
+    """
+    handle = backend.mask(model, keep)
+    try:
+        yield model
+    finally:
+        handle.remove()

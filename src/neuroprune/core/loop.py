@@ -12,79 +12,27 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn as nn
-
-from neuroprune.torch.adapters import adapter_for, get_adapter
+from neuroprune.core.backend import Keep, backend_for
 from neuroprune.core.config import PruneConfig
 from neuroprune.core.errors import NoPrunableLayerError
-from neuroprune.torch.checkpoint import LoopState, check_checkpoint_folder, fingerprint_run, load_checkpoint, save_checkpoint
 from neuroprune.core.groups import DependencyGraph
-from neuroprune.torch.io import save
+from neuroprune.core.loop_state import LoopState
 from neuroprune.core.plan import PruningPlan
-from neuroprune.core.quality import lower_is_better, quality_drop
-from neuroprune.torch.recover.finetune import finetune
-from neuroprune.torch.recover.reconstruct import reconstruct
-from neuroprune.torch.recover.rollback import Snapshot
-from neuroprune.core.remainder import layer_entries
 from neuroprune.core.policy import GroupSettings, resolve_policies
-from neuroprune.report.html import report_files
-from neuroprune.torch.metrics import measure_model
-from neuroprune.core.criteria import ScoringInput, get_criterion, score
-from neuroprune.core.criteria.registry import Needs
+from neuroprune.core.quality import lower_is_better, quality_drop
+from neuroprune.core.remainder import layer_entries
+from neuroprune.core.result import PruneResult
+from neuroprune.core.scoring_pass import score_groups
 from neuroprune.core.selection import counts_for_ratio, counts_for_threshold, select_units
-from neuroprune.torch.stats import statistics_for
 from neuroprune.core.target import target_report
-from neuroprune.torch.surgery import apply_keep
-from neuroprune.torch.masks import apply_masks
+from neuroprune.core.tasks import bind_task
 
-
-@dataclass
-class PruneResult:
-    """The pruned model, the plan that replays it, and the report."""
-
-    model: nn.Module
-    plan: PruningPlan
-    report: dict[str, Any]
-
-    def save(self, folder, *, overwrite: bool = False, html: bool = True, extra: dict[str, Any] | None = None) -> None:
-        """Write the model, plan and report to ``folder`` (see :func:`neuroprune.torch.io.save`), with
-        ``report.html`` and the report's figures as PNGs unless ``html=False``; ``extra`` maps further
-        file names to their content (e.g. a tokenizer's files), written in the same atomic step."""
-        extra_files = getattr(get_adapter(self.plan.adapter), "extra_files", None)  # e.g. the hf config.json
-        extra = {**(dict(extra_files(self.model)) if extra_files else {}), **(extra or {})}
-        if html:
-            extra.update(report_files(self.report))
-        save(folder, self.model, self.plan, self.report, overwrite=overwrite, extra=extra)
-
-
-def _criterion_options(config: PruneConfig, name: str) -> dict[str, Any]:
-    options = dict(config.criterion_options) if name == config.criterion else {}
-    if name == "random":
-        options.setdefault("seed", config.seed)
-    return options
-
-
-def score_groups(model: nn.Module, graph: DependencyGraph, task, config: PruneConfig,
-                 settings: dict[str, GroupSettings] | None = None, desc: str = "scoring") -> dict[str, torch.Tensor]:
-    """Scores of every group under its criterion (one statistics pass for all criteria)."""
-    chosen = {g.name: (settings[g.name].criterion if settings else config.criterion) for g in graph.groups}
-    criteria = sorted(set(chosen.values()))
-    needs = Needs()
-    for name in criteria:
-        needs = needs | get_criterion(name).needs(_criterion_options(config, name))
-    stats = statistics_for(needs, model, graph, task, threshold=config.activation_threshold,
-                           progress=config.progress, desc=desc)
-    data = ScoringInput(model, graph, stats)
-    by_criterion = {name: score(data, name, _criterion_options(config, name)) for name in criteria}
-    return {group: by_criterion[name][group] for group, name in chosen.items()}
+__all__ = ["PruneResult", "initial_schedule", "prune", "score_groups", "step_counts"]
 
 
 def step_counts(graph: DependencyGraph, scores, original: dict[str, int], config: PruneConfig,
@@ -99,11 +47,6 @@ def step_counts(graph: DependencyGraph, scores, original: dict[str, int], config
     return counts_for_ratio(graph, scores, original, config.ratio * fraction, scope=config.scope,
                             min_width=config.min_width, round_to=config.round_to, ratios=ratios,
                             min_widths=min_widths, skip=skip)
-
-
-def _measure(model: nn.Module, task, config: PruneConfig, batch_sizes=(1, 64)):
-    return measure_model(model, task.make_input, accuracy=task.evaluate(model, "test"),
-                         batch_sizes=batch_sizes, runs=config.latency_runs, warmup=min(5, config.latency_runs)).to_dict()
 
 
 def _no_prunable_message(graph: DependencyGraph) -> str:
@@ -127,61 +70,47 @@ def _attempt_counts(graph: DependencyGraph, scores, state: LoopState, config: Pr
     return counts
 
 
-def _recover(model: nn.Module, task, config: PruneConfig, teacher: nn.Module | None, desc: str) -> int:
-    """Fine-tune (or distil) ``model`` in place for ``config.finetune_epochs``; returns the epochs asked."""
-    if not config.finetune_epochs:
-        return 0
-    options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress, desc=desc)
-    if hasattr(task, "finetune"):  # a task may bring its own recovery (TextTask: distillation)
-        task.finetune(model, **options)
-    else:
-        finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
-                 temperature=config.distill_temperature)
-    return config.finetune_epochs
-
-
-def _reconstruct(student: nn.Module, before: nn.Module, keep, task, config: PruneConfig, adapter) -> None:
-    sums = adapter.residual_sums(student) if hasattr(adapter, "residual_sums") else None  # hf adapter
-    reconstruct(student, before, keep, task.calibration_batches(), task.loss, progress=config.progress,
-                token_mask=getattr(task, "token_mask", None), residual_sums=sums)
-
-
-def _attempt_masked(work: nn.Module, keep, state: LoopState, task, config: PruneConfig, adapter,
-                    teacher, step: int) -> tuple[nn.Module | None, float, int]:
+def _attempt_masked(backend, work: Any, keep: Keep, state: LoopState, task, config: PruneConfig, teacher: Any,
+                    step: int) -> tuple[Any, float, int]:
     """Judge before recovery (or with nothing to train): mask, reconstruct, validate; on acceptance
-    remove the neurons for real and fine-tune. Returns (model or None if rolled back, metric, epochs)."""
-    before_step = copy.deepcopy(work) if config.reconstruct else None
-    handle = apply_masks(work, keep)
+    remove the neurons for real and fine-tune. Returns (model or None if rolled back, metric, epochs).
+
+    Only a reconstruction needs the model as it was (its outputs are the target): nothing else is
+    copied, the masks give every touched weight back bit for bit."""
+    before_step = backend.clone(work) if config.reconstruct else None
+    handle = backend.mask(work, keep)
     try:
         if before_step is not None:
-            _reconstruct(work, before_step, keep, task, config, adapter)
-        metric = task.evaluate(work, "val")
+            backend.reconstruct(work, before_step, keep, task, config)
+        metric = backend.agree(task.evaluate(work, "val"))
     except BaseException:
         handle.remove()
         raise
-    if quality_drop(state.reference, metric, lower_is_better=lower_is_better(task)) > config.tolerance:
+    if not backend.agree(_within_tolerance(state, metric, task, config)):
         handle.remove()  # every touched tensor back bit for bit
         return None, metric, 0
     handle.commit()
-    work = apply_keep(work, keep, inplace=True)  # work is the loop's own copy
-    adapter.after_surgery(work)
-    return work, metric, _recover(work, task, config, teacher, f"fine-tuning step {step}")
+    work = backend.apply_keep(work, keep)  # work is the loop's own copy
+    return work, metric, backend.recover(work, task, config, teacher, f"fine-tuning step {step}")
 
 
-def _attempt_recovered(work: nn.Module, keep, task, config: PruneConfig, adapter, teacher, step: int,
-                       attempt: int) -> tuple[nn.Module, float, int, Snapshot]:
+def _attempt_recovered(backend, work: Any, keep: Keep, task, config: PruneConfig, teacher: Any, step: int,
+                       attempt: int) -> tuple[Any, float, int, Any]:
     """Judge after recovery: on a copy, mask, reconstruct, remove, fine-tune, then validate. ``work``
     is not touched; the snapshot gives back the random state if the attempt is rolled back."""
-    snapshot = Snapshot.take()
-    trial = copy.deepcopy(work)
-    handle = apply_masks(trial, keep)
+    snapshot = backend.snapshot()
+    trial = backend.clone(work)
+    handle = backend.mask(trial, keep)
     if config.reconstruct:
-        _reconstruct(trial, work, keep, task, config, adapter)
+        backend.reconstruct(trial, work, keep, task, config)
     handle.commit()
-    trial = apply_keep(trial, keep, inplace=True)
-    adapter.after_surgery(trial)
-    epochs = _recover(trial, task, config, teacher, f"fine-tuning step {step}.{attempt}")
-    return trial, task.evaluate(trial, "val"), epochs, snapshot
+    trial = backend.apply_keep(trial, keep)
+    epochs = backend.recover(trial, task, config, teacher, f"fine-tuning step {step}.{attempt}")
+    return trial, backend.agree(task.evaluate(trial, "val")), epochs, snapshot
+
+
+def _within_tolerance(state: LoopState, metric: float, task, config: PruneConfig) -> bool:
+    return quality_drop(state.reference, metric, lower_is_better=lower_is_better(task)) <= config.tolerance
 
 
 def _limit_reached(state: LoopState, config: PruneConfig, started: float) -> str | None:
@@ -193,24 +122,26 @@ def _limit_reached(state: LoopState, config: PruneConfig, started: float) -> str
     return None
 
 
-def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneConfig, adapter,
-              example: Any, settings: dict[str, GroupSettings], teacher: nn.Module | None,
-              started: float | None = None) -> nn.Module:
+def _run_step(work: Any, step: int, state: LoopState, task, config: PruneConfig, backend, example: Any,
+              settings: dict[str, GroupSettings], teacher: Any, started: float | None = None) -> Any:
     """One step: score, then attempt ``state.pending[0]``; a rolled-back attempt is retried halfway
-    between what was delivered and that target, until one is accepted or a limit stops the loop."""
+    between what was delivered and that target, until one is accepted or a limit stops the loop.
+
+    Every decision (the limits, the units removed, the verdict) goes through ``backend.agree``, so
+    that many processes running the loop together take the same path."""
     started = time.perf_counter() if started is None else started
-    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    graph = backend.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     # a group that only appears after surgery (a width that a re-traced attention forward no
     # longer ties, see neuroprune.torch.layers.heads) has no policy: it is left alone in this run
     graph.groups = [g for g in graph.groups if g.name in state.original]
-    scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}")
+    scores = score_groups(work, graph, task, config, settings, desc=f"scoring step {step}", backend=backend)
     judge_after = config.judge == "after" and config.finetune_epochs > 0
     for attempt in range(1, config.max_retries + 2):
-        state.stopped = _limit_reached(state, config, started)
+        state.stopped = backend.agree(_limit_reached(state, config, started))
         if state.stopped:
             return work
         fraction = state.pending[0]
-        removal = select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings))
+        removal = backend.agree(select_units(graph, scores, _attempt_counts(graph, scores, state, config, settings)))
         removed = sum(len(units) for units in removal.values())
         target = None if config.ratio is None else config.ratio * fraction
         record = {"step": step, "attempt": attempt, "target_ratio": target, "removed": removed}
@@ -223,12 +154,13 @@ def _run_step(work: nn.Module, step: int, state: LoopState, task, config: PruneC
             return work
         keep = graph.keep_indices(removal)
         if judge_after:
-            trial, metric, epochs, snapshot = _attempt_recovered(work, keep, task, config, adapter, teacher, step, attempt)
+            trial, metric, epochs, snapshot = _attempt_recovered(backend, work, keep, task, config, teacher, step,
+                                                                 attempt)
         else:
-            trial, metric, epochs = _attempt_masked(work, keep, state, task, config, adapter, teacher, step)
+            trial, metric, epochs = _attempt_masked(backend, work, keep, state, task, config, teacher, step)
             snapshot = None
         drop = quality_drop(state.reference, metric, lower_is_better=lower_is_better(task))
-        accepted = drop <= config.tolerance
+        accepted = backend.agree(drop <= config.tolerance)
         verdict = "<=" if accepted else ">"
         judged = f" after {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning" if judge_after else ""
         state.steps.append({**record, "accuracy": metric, "drop": drop, "accepted": accepted,
@@ -258,8 +190,8 @@ def _finetune_summary(config: PruneConfig, steps: list[dict[str, Any]]) -> dict[
             "epochs_rolled_back": sum(wasted), "attempts_trained": sum(1 for e in spent if e)}
 
 
-def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
-          resume: bool = False, on_step: Callable[[int, nn.Module], None] | None = None) -> PruneResult:
+def prune(model: Any, task, config: PruneConfig | None = None, *, checkpoint: str | os.PathLike | None = None,
+          resume: bool = False, on_step: Callable[[int, Any], None] | None = None) -> PruneResult:
     """Prune ``model`` on ``task`` as ``config`` says; the caller's model is not modified.
 
     Each step scores the current model and selects the neurons to remove so that the step's
@@ -279,42 +211,45 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
             continues from it (after a crash or Ctrl-C) and ends with the same model as an
             uninterrupted run. Resuming needs the same weights, data and settings.
         on_step: called as ``on_step(step, model)`` after each step (and its checkpoint).
+
+    The model's framework is reached only through its backend (:func:`~neuroprune.core.backend.backend_for`)
+    and the task only through :class:`~neuroprune.core.tasks.Task` and its declared capabilities.
     """
     config = config or PruneConfig()
-    work = copy.deepcopy(model)
-    if hasattr(task, "bind"):
-        task.bind(work)
+    backend = backend_for(model)
+    work = backend.clone(model)
+    bind_task(task, work)
     example = task.example_input()
-    adapter = adapter_for(work)
-    graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    graph = backend.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     if not graph.groups:
         raise NoPrunableLayerError(_no_prunable_message(graph))
     settings = resolve_policies(graph, config)
     state = None
-    fingerprint = fingerprint_run(model, task) if checkpoint is not None else None
+    fingerprint = backend.fingerprint(model, task) if checkpoint is not None else None
     if resume:  # without a checkpoint, or with one of other weights, data or settings: CheckpointError
-        work, state = load_checkpoint(checkpoint, model, config, fingerprint)
+        work, state = backend.load_checkpoint(checkpoint, model, config, fingerprint)
     elif checkpoint is not None:
-        check_checkpoint_folder(checkpoint)  # a folder that is not a checkpoint is never replaced
+        backend.check_checkpoint(checkpoint)  # a folder that is not a checkpoint is never replaced
     if state is None:
-        state = LoopState(0, PruningPlan(adapter=adapter.name), task.evaluate(work, "val"),
-                          {g.name: g.size for g in graph.groups}, graph.frozen, _measure(work, task, config), [])
+        reference = backend.agree(task.evaluate(work, "val"))
+        state = LoopState(0, PruningPlan(adapter=backend.name), reference, {g.name: g.size for g in graph.groups},
+                          graph.frozen, backend.measure(work, task, config), [])
     if not state.pending and state.step == 0 and state.stopped is None:
         state.pending = initial_schedule(config)
-    teacher = copy.deepcopy(model).eval() if config.distill_weight > 0 and config.finetune_epochs else None
+    teacher = backend.clone(model) if config.distill_weight > 0 and config.finetune_epochs else None
     while state.pending and state.stopped is None:
         started = time.perf_counter()
-        state.stopped = _limit_reached(state, config, started)
+        state.stopped = backend.agree(_limit_reached(state, config, started))
         if state.stopped:
             break
-        work = _run_step(work, state.step + 1, state, task, config, adapter, example, settings, teacher, started)
+        work = _run_step(work, state.step + 1, state, task, config, backend, example, settings, teacher, started)
         state.seconds += time.perf_counter() - started
         state.step += 1
         if checkpoint is not None:
-            save_checkpoint(checkpoint, work, state, config, fingerprint)
+            backend.save_checkpoint(checkpoint, work, state, config, fingerprint)
         if on_step is not None:
             on_step(state.step, work)
-    final_graph = adapter.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
+    final_graph = backend.discover(work, example, ignore=config.ignore, ignore_untraceable=config.ignore_untraceable)
     widths = {g.name: g.size for g in final_graph.groups}
     rolled_back = any(not s.get("accepted") and s.get("reason") != "nothing to remove" for s in state.steps)
     layers = layer_entries(graph, widths, settings, config, rolled_back=rolled_back)
@@ -322,7 +257,7 @@ def prune(model: nn.Module, task, config: PruneConfig | None = None, *, checkpoi
         "metric": task.metric_name,
         "reference_val": state.reference,
         "before": state.before,
-        "after": _measure(work, task, config),
+        "after": backend.measure(work, task, config),
         "steps": state.steps,
         "target": target_report(config, settings, state.original, widths, state.steps,
                                 completed=not state.pending and state.stopped is None, stopped=state.stopped),

@@ -32,6 +32,8 @@ def normalise(scores: torch.Tensor) -> torch.Tensor:
 
 def _to_numpy(scores: torch.Tensor) -> np.ndarray:
     """Scores as a CPU numpy array (bfloat16 widened to float32, which is exact)."""
+    if isinstance(scores, np.ndarray):  # a numpy backend's scores
+        return scores
     scores = scores.detach().cpu()
     return (scores.float() if scores.dtype == torch.bfloat16 else scores).numpy()
 

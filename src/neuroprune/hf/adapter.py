@@ -47,7 +47,8 @@ from neuroprune.core.errors import CheckpointError, ConfigError, UnsupportedModu
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch.layers.hf_conv1d import Conv1DHandler
 from neuroprune.torch.layers.registry import handler_for, register_handler
-from neuroprune.torch.adapters import ModelAdapter, register_adapter
+from neuroprune.core.backend import register_backend
+from neuroprune.torch.backend import TorchBackend
 from neuroprune.hf.families import SUPPORTED, Block, BlockLayout, ffn_group, find_blocks, head_counts, heads_group, width
 
 try:
@@ -74,8 +75,10 @@ def _ignored(entries: Iterable[str], group_name: str, paths: list[str]) -> bool:
     return False
 
 
-class HFAdapter(ModelAdapter):
-    """Discovery and config updates for ``transformers.PreTrainedModel`` (see the module docstring)."""
+class HFAdapter(TorchBackend):
+    """The torch backend for ``transformers.PreTrainedModel`` (name ``"hf"``): discovery from the
+    block layouts, config updates after surgery, residual sums for reconstruction and ``config.json``
+    in saved folders (see the module docstring)."""
 
     name = "hf"
 
@@ -374,8 +377,11 @@ def load_model(name: str) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-register_adapter(HFAdapter())
+#: the name the seam knows it by
+HFBackend = HFAdapter
+
+register_backend(HFAdapter(), replace=True)
 register_handler(Conv1DHandler())
 
-__all__ = ["HFAdapter", "Block", "BlockLayout", "find_blocks", "load_model", "load_pretrained", "plain_loadable",
+__all__ = ["HFAdapter", "HFBackend", "Block", "BlockLayout", "find_blocks", "load_model", "load_pretrained", "plain_loadable",
            "resolve_model_dir"]

@@ -1,7 +1,8 @@
-"""What the pruning loop needs from a problem: batches, a loss, and a quality measure.
+"""Labelled data: cross-entropy loss and accuracy.
 
 :class:`ClassificationTask` covers labelled data (digits, an .npz, any tensors). Other problems
-(e.g. sentence embeddings without labels) implement the same methods.
+(e.g. sentence embeddings without labels) implement the same :class:`~neuroprune.core.tasks.Task`
+protocol and declare what more they can do in ``capabilities``.
 
 Example:
     >>> from neuroprune.data import load_digits
@@ -12,8 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -21,26 +21,8 @@ import torch.nn.functional as F
 
 from neuroprune.data import DataSplits, iterate_batches
 from neuroprune.core.errors import DataError
+from neuroprune.core.tasks import Task  # noqa: F401  (its old import path)
 from neuroprune.torch.modes import evaluation_mode
-
-
-class Task(Protocol):
-    """The interface :func:`neuroprune.prune` uses."""
-
-    metric_name: str
-    lower_is_better: bool  # False: accuracy-like (absolute drop); True: perplexity-like (relative rise)
-
-    def example_input(self) -> Any: ...
-    def make_input(self, batch_size: int) -> Any: ...
-    def calibration_batches(self) -> list[Any]: ...
-    def train_batches(self, epoch: int) -> Iterable[Any]: ...
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
-    def distillation_loss(self, model: nn.Module, teacher: nn.Module, batch: Any, weight: float,
-                          temperature: float = 4.0) -> torch.Tensor:
-        """The loss blended with a distillation term against ``teacher`` (used when distill_weight > 0)."""
-        ...
-
-    def evaluate(self, model: nn.Module, split: str) -> float: ...
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -63,6 +45,7 @@ class ClassificationTask:
 
     metric_name = "accuracy"
     lower_is_better = False
+    capabilities = frozenset({"binds_to_model", "fingerprint"})
 
     def __init__(self, data: DataSplits, *, batch_size: int = 64, calibration_samples: int = 1024, seed: int = 0):
         if len(data.x_train) == 0 or len(data.x_val) == 0 or len(data.x_test) == 0:

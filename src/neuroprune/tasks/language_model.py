@@ -110,6 +110,7 @@ class LMTask:
 
     metric_name = "perplexity"
     lower_is_better = True
+    capabilities = frozenset({"binds_to_model", "own_recovery", "distill_loss"})
 
     def __init__(self, documents: list[str], tokenizer: Any, *, seq_len: int = 128, batch_size: int = 8,
                  calibration_samples: int = 64, val_fraction: float = 0.1, test_fraction: float = 0.1,

@@ -200,6 +200,8 @@ class TextTask:
     """
 
     metric_name = "fidelity"
+    lower_is_better = False
+    capabilities = frozenset({"binds_to_model", "token_mask", "own_recovery", "distill_loss", "fingerprint"})
 
     def __init__(self, sentences: list[str], tokenizer: Any, *, batch_size: int = 32, calibration_samples: int = 256,
                  val_samples: int = 256, test_samples: int = 500, train_samples: int | None = None,
@@ -280,14 +282,15 @@ class TextTask:
         sentences = self.sentences[split]
         return sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
 
-    def example_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def example_input(self) -> dict[str, torch.Tensor]:
         return self.make_input(2)
 
-    def make_input(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)`` of ``batch_size`` test sentences (cycled)."""
+    def make_input(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """``{"input_ids": ..., "attention_mask": ...}`` of ``batch_size`` test sentences (cycled), passed
+        by keyword (``model(**inputs)``): models whose second positional argument is not the attention
+        mask (GPT-2's is ``past_key_values``) are measured correctly too."""
         sentences = self.sentences["test"]
-        batch = self._tokenize([sentences[i % len(sentences)] for i in range(batch_size)])
-        return batch["input_ids"], batch["attention_mask"]
+        return self._tokenize([sentences[i % len(sentences)] for i in range(batch_size)])
 
     def calibration_batches(self) -> list[dict[str, torch.Tensor]]:
         """Calibration sentences in batches of similar length (little padding), the same every call."""

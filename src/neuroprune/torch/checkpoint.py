@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +26,13 @@ from neuroprune.core.atomic import recover_folder
 from neuroprune.core.errors import CheckpointError, PlanError
 from neuroprune.torch.fingerprint import fingerprint_data, fingerprint_model
 from neuroprune.torch.io import PLAN_FILE, is_saved_folder, load, read_json_file, save
+from neuroprune.core.loop_state import LoopState
 from neuroprune.core.plan import PruningPlan
 
 STATE_FILE = "state.json"
 _IGNORED_SETTINGS = ("progress", "latency_runs")
 _FINGERPRINT_MEANING = {"weights": "other model weights (--weights, or training before pruning)",
                         "data": "other data (the data set, its batch size, calibration samples or seed)"}
-
-
-@dataclass
-class LoopState:
-    """Everything the loop carries from one step to the next."""
-
-    step: int
-    plan: PruningPlan
-    reference: float
-    original: dict[str, int]
-    fixed: dict[str, list[str]]
-    before: dict[str, Any]
-    steps: list[dict[str, Any]]
-    pending: list[float] = field(default_factory=list)  # fractions of the target still to reach, ascending
-    done: float = 0.0  # fraction of the target reached by the last accepted attempt
-    fails: int = 0  # attempts rolled back in a row in the current step
-    seconds: float = 0.0  # time spent in steps so far
-    stopped: str | None = None  # why the loop stopped before the schedule ended
-
-    def loop_dict(self) -> dict[str, Any]:
-        return {"pending": self.pending, "done": self.done, "fails": self.fails, "seconds": self.seconds,
-                "stopped": self.stopped}
 
 
 def _settings(config) -> dict[str, Any]:

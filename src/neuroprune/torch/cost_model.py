@@ -11,9 +11,9 @@ the caller measures as before.
 
 Example:
     >>> import torch
-    >>> from neuroprune.torch.adapters import adapter_for
+    >>> from neuroprune.core.backend import backend_for
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    >>> graph = adapter_for(model).discover(model, torch.randn(1, 4))
+    >>> graph = backend_for(model).discover(model, torch.randn(1, 4))
     >>> cost = CostModel.record(model, graph, "flops", torch.randn(1, 4))
     >>> cost.value({graph.groups[0].name: 4}), cost.value({})
     (48.0, 96.0)

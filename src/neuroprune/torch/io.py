@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 
-from neuroprune.torch.adapters import get_adapter
+from neuroprune.core.backend import get_backend
 from neuroprune.core.atomic import recover_folder, replace_folder
 from neuroprune.core.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, PlanError, WeightsWarning
 from neuroprune.core.plan import PLAN_FORMAT, PruningPlan
@@ -77,7 +77,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
     if problems:
         raise PlanError("plan does not match the model: " + "; ".join(problems))
     pruned = apply_keep(model, plan.keep(), inplace=inplace)
-    get_adapter(plan.adapter).after_surgery(pruned)
+    get_backend(plan.adapter).after_surgery(pruned)
     return pruned
 
 

@@ -189,7 +189,8 @@ def measure_model(
 
     Args:
         model: The model to measure.
-        make_input: Builds an input for a batch size: a tensor or a tuple of tensors on
+        make_input: Builds an input for a batch size: a tensor, a tuple of tensors (positional) or a
+            dict of tensors (keywords) on
             the model's device and in its dtype.
         accuracy: Quality measure to record as is, or None.
         batch_sizes: Batch sizes to time; each gives a ``"batch_<n>"`` latency entry.
@@ -225,7 +226,9 @@ def measure_model(
 
 
 def _forward(model: nn.Module, example_input: Any) -> Any:
-    """Call the model, unpacking a tuple input into positional arguments."""
+    """Call the model, unpacking a tuple input into positional arguments and a dict into keywords."""
+    if isinstance(example_input, dict):
+        return model(**example_input)
     if isinstance(example_input, tuple):
         return model(*example_input)
     return model(example_input)
@@ -247,6 +250,7 @@ def _cuda_devices(model: nn.Module, example_input: Any) -> set[torch.device]:
     """Return the CUDA devices holding the model's tensors or the input tensors."""
     tensors = [*model.parameters(), *model.buffers()]
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    inputs = tuple(example_input.values()) if isinstance(example_input, dict) else inputs
     tensors += [t for t in inputs if isinstance(t, torch.Tensor)]
     return {t.device for t in tensors if t.device.type == "cuda"}
 

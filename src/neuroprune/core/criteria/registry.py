@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -104,7 +105,8 @@ def score(data: ScoringInput, name: str, options: dict[str, Any] | None = None) 
     criterion.check_options(options)
     scores = criterion.score(data, options)
     for group, values in scores.items():
-        if not bool(torch.isfinite(values).all()):
+        finite = np.isfinite(values) if isinstance(values, np.ndarray) else torch.isfinite(values)  # numpy or torch
+        if not bool(finite.all()):
             raise NonFiniteError(f"criterion {name!r} gave non-finite scores for group {group!r}")
         _check_signal(data, name, options, group, values)
     return scores
@@ -115,13 +117,13 @@ def _check_signal(data: ScoringInput, name: str, options: dict[str, Any], group:
     prunable = values
     for candidate in data.graph.groups:
         if candidate.name == group:
-            prunable = values[torch.from_numpy(candidate.prunable)]
+            prunable = values[candidate.prunable if isinstance(values, np.ndarray) else torch.from_numpy(candidate.prunable)]
             break
-    if prunable.numel() < 2 or bool(prunable.max() > prunable.min()):
+    if len(prunable) < 2 or bool(prunable.max() > prunable.min()):
         return
     hint = ("the loss gives no gradient there (e.g. a distillation loss that is zero on the unpruned model, or "
             "layers the loss does not depend on)" if get_criterion(name).needs(options).gradients else
             "every neuron looks the same to it (e.g. all active, or identical weights)")
-    raise NoSignalError(f"criterion {name!r} gives all {prunable.numel()} neurons of group {group!r} the same score "
+    raise NoSignalError(f"criterion {name!r} gives all {len(prunable)} neurons of group {group!r} the same score "
                         f"({float(prunable[0]):.4g}), so it cannot rank them and pruning would go by index order; "
                         f"{hint}. Choose another criterion: {', '.join(criterion_names())}")

@@ -1,73 +1,47 @@
-"""Model adapters: how neuron groups are found for a family of models and kept in sync after surgery.
+"""Deprecated: model adapters became backends (:mod:`neuroprune.torch.backend`, :mod:`neuroprune.core.backend`).
 
-The default adapter traces any ``nn.Module`` with torch.fx. Families whose code cannot be traced
-or whose configuration must follow the new widths (Hugging Face transformers) bring their own.
+``ModelAdapter`` is :class:`~neuroprune.torch.backend.TorchBackend`; ``adapter_for``,
+``get_adapter`` and ``register_adapter`` call :func:`~neuroprune.core.backend.backend_for`,
+:func:`~neuroprune.core.backend.get_backend` and :func:`~neuroprune.core.backend.register_backend`
+with a :class:`DeprecationWarning`. They go in the next release.
 
 Example:
-    >>> import torch.nn as nn
-    >>> adapter_for(nn.Linear(2, 2)).name
+    >>> import warnings, torch.nn as nn
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", DeprecationWarning)
+    ...     adapter_for(nn.Linear(2, 2)).name
     'fx'
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
+import warnings
 from typing import Any
 
-import torch.nn as nn
+from neuroprune.core import backend as _backend
+from neuroprune.torch.backend import TorchBackend
 
-from neuroprune.core.errors import UnknownNameError
-from neuroprune.torch.graph.discover import discover
-from neuroprune.core.groups import DependencyGraph
-
-
-class ModelAdapter:
-    """Default behaviour: discovery by tracing; nothing to update after surgery."""
-
-    name = "fx"
-
-    def matches(self, model: nn.Module) -> bool:
-        return True
-
-    def discover(self, model: nn.Module, example_inputs: Any, ignore: Iterable[str] = (), *,
-                 ignore_untraceable: bool = False) -> DependencyGraph:
-        return discover(model, example_inputs, ignore=ignore, ignore_untraceable=ignore_untraceable)
-
-    def after_surgery(self, model: nn.Module) -> None:
-        """Bring attributes and configuration in line with the new tensor shapes."""
+ModelAdapter = TorchBackend
 
 
-_ADAPTERS: dict[str, ModelAdapter] = {"fx": ModelAdapter()}
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"neuroprune.torch.adapters.{old} is deprecated; use neuroprune.core.backend.{new}",
+                  DeprecationWarning, stacklevel=3)
 
 
-def register_adapter(adapter: ModelAdapter) -> None:
-    """Make ``adapter`` available by name and for the models it ``matches``."""
-    _ADAPTERS[adapter.name] = adapter
+def register_adapter(adapter: Any) -> None:
+    """Deprecated: :func:`neuroprune.core.backend.register_backend` (which refuses a duplicate name)."""
+    _deprecated("register_adapter", "register_backend")
+    _backend.register_backend(adapter)
 
 
-def _load_optional_adapters() -> None:
-    if "transformers" in sys.modules and "hf" not in _ADAPTERS:
-        try:
-            import neuroprune.hf.adapter  # noqa: F401  (registers itself)
-        except ImportError:
-            pass
+def get_adapter(name: str) -> Any:
+    """Deprecated: :func:`neuroprune.core.backend.get_backend`."""
+    _deprecated("get_adapter", "get_backend")
+    return _backend.get_backend(name)
 
 
-def get_adapter(name: str) -> ModelAdapter:
-    if name not in _ADAPTERS:
-        if name == "hf":
-            import neuroprune.hf.adapter  # noqa: F401
-        _load_optional_adapters()
-    if name not in _ADAPTERS:
-        raise UnknownNameError("model adapter", name, _ADAPTERS)
-    return _ADAPTERS[name]
-
-
-def adapter_for(model: nn.Module) -> ModelAdapter:
-    """The most specific adapter that accepts ``model`` (the fx adapter otherwise)."""
-    _load_optional_adapters()
-    for name, adapter in _ADAPTERS.items():
-        if name != "fx" and adapter.matches(model):
-            return adapter
-    return _ADAPTERS["fx"]
+def adapter_for(model: Any) -> Any:
+    """Deprecated: :func:`neuroprune.core.backend.backend_for`."""
+    _deprecated("adapter_for", "backend_for")
+    return _backend.backend_for(model)
