@@ -363,13 +363,22 @@ def test_scores_of_conv1d_and_tied_groups_come_from_weights_gradients_and_activa
             assert [tuple(scores[g.name].shape) for g in graph.groups] == [(g.size,) for g in graph.groups]
 
 
-def test_obs_on_gpt2_names_the_linear_only_limit():
+def test_obs_on_gpt2_reads_its_conv1d_layers_as_linear_ones():
+    """GPT-2's Conv1D stores its weight (in, out): obs scores heads (blocks) and FFN neurons from it."""
+    from neuroprune.core.criteria.obs import removal_costs
+
     model = build("gpt2")
     graph = backend_for(model).discover(model, None)
     stats = collect_statistics(model, graph, [0], lambda m, b: m(**_text())[0].pow(2).mean(), gram=True,
                                progress=False)
-    with pytest.raises(ConfigError, match="nn.Linear layers only"):
-        score(ScoringInput(model, graph, stats), "obs")
+    scores = score(ScoringInput(model, graph, stats), "obs")
+    assert {name: len(s) for name, s in scores.items()} == {g.name: g.size for g in graph.groups}
+    for group in graph.groups:  # heads: blocks of head_dim columns; FFN: one column per neuron
+        reader = next(m for m in group.members if m.axis == "in")
+        weight = model.get_submodule(reader.path).weight.detach().T  # (out, in), as nn.Linear stores it
+        expected = removal_costs(weight, stats.axes[(reader.path, "in")].gram, reader.unit_of, group.size)
+        np.testing.assert_allclose(scores[group.name], expected, rtol=1e-10)
+        assert bool((scores[group.name] > 0).all())
 
 
 def test_an_unknown_family_lists_what_is_supported():

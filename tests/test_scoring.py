@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -14,6 +15,13 @@ from neuroprune.core.criteria import ScoringInput, get_criterion, score
 from neuroprune.core.criteria.combine import rank_average
 from neuroprune.core.criteria.obs import removal_costs
 from neuroprune.core.criteria.weights import seed_formula
+
+
+def close(got, expected, rtol: float = 1.3e-6, atol: float = 1e-5) -> None:
+    """Scores (numpy float64) equal ``expected`` (a tensor or array) within float32's default tolerance."""
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64, type(got)
+    expected = expected.detach().double().numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
 
 
 def test_seed_formula_reproduces_the_worked_example():
@@ -54,8 +62,8 @@ def test_activation_statistics_are_exact(setting):
     hidden = torch.cat([F.relu(model[0](x)) for x, _ in batches])  # what layer "2" reads
     freq = score(ScoringInput(model, graph, stats), "activation_frequency")["0"]
     mean = score(ScoringInput(model, graph, stats), "activation_mean")["0"]
-    torch.testing.assert_close(freq, (hidden > 0).float().mean(0))
-    torch.testing.assert_close(mean, hidden.abs().mean(0))
+    close(freq, (hidden > 0).float().mean(0))
+    close(mean, hidden.abs().mean(0))
 
 
 def test_taylor_equals_sum_of_activation_times_gradient(setting):
@@ -68,7 +76,7 @@ def test_taylor_equals_sum_of_activation_times_gradient(setting):
         out = model[4](F.relu(model[2](a)))
         (grad,) = torch.autograd.grad(F.cross_entropy(out, y), a)
         expected += (a * grad).sum(0).detach()
-    torch.testing.assert_close(taylor, expected.abs(), rtol=1e-4, atol=1e-6)
+    close(taylor, expected.abs(), rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_and_magnitude(setting):
@@ -81,11 +89,11 @@ def test_gradient_and_magnitude(setting):
         loss_fn(model, batch).backward()
         expected += model[0].weight.grad.abs().mean(1)
     model.zero_grad(set_to_none=True)
-    torch.testing.assert_close(score(data, "gradient")["0"], expected / len(batches), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(score(data, "magnitude", {"p": 1})["0"], model[0].weight.detach().abs().sum(1))
-    torch.testing.assert_close(score(data, "magnitude")["0"], model[0].weight.detach().norm(dim=1))
+    close(score(data, "gradient")["0"], expected / len(batches), rtol=1e-5, atol=1e-7)
+    close(score(data, "magnitude", {"p": 1})["0"], model[0].weight.detach().abs().sum(1))
+    close(score(data, "magnitude")["0"], model[0].weight.detach().norm(dim=1))
     with_out = score(data, "magnitude", {"p": 1, "outgoing": True})["0"]
-    torch.testing.assert_close(with_out, model[0].weight.detach().abs().sum(1) + model[2].weight.detach().abs().sum(0))
+    close(with_out, model[0].weight.detach().abs().sum(1) + model[2].weight.detach().abs().sum(0))
 
 
 def test_seed_criterion_matches_formula_on_a_layer(setting):
@@ -100,7 +108,7 @@ def test_seed_criterion_matches_formula_on_a_layer(setting):
     model.zero_grad(set_to_none=True)
     hidden = torch.cat([F.relu(model[0](x)) for x, _ in batches])
     freq = (hidden > 0).float().mean(0).expand_as(grads)
-    torch.testing.assert_close(got, seed_formula(model[2].weight.detach(), grads / len(batches), freq), rtol=1e-5, atol=1e-7)
+    close(got, seed_formula(model[2].weight.detach(), grads / len(batches), freq), rtol=1e-5, atol=1e-7)
 
 
 def test_rank_combines_member_ranks():
@@ -181,8 +189,8 @@ def test_token_mask_leaves_padding_out_of_activation_statistics():
     hidden = F.relu(model[0](x))[mask.bool()]  # only real tokens
     freq = score(ScoringInput(model, graph, stats), "activation_frequency")["0"]
     mean = score(ScoringInput(model, graph, stats), "activation_mean")["0"]
-    torch.testing.assert_close(freq, (hidden > 0).float().mean(0))
-    torch.testing.assert_close(mean, hidden.abs().mean(0))
+    close(freq, (hidden > 0).float().mean(0))
+    close(mean, hidden.abs().mean(0))
 
 
 def _refit_error(x: torch.Tensor, y: torch.Tensor, drop: list[int]) -> float:
@@ -200,7 +208,7 @@ def test_obs_is_the_error_left_after_least_squares_compensation(setting):
     hidden = torch.cat([F.relu(model[0](x)) for x, _ in batches]).detach().double()  # what layer "2" reads
     y = hidden @ model[2].weight.detach().double().T
     expected = torch.tensor([_refit_error(hidden, y, [j]) for j in range(6)], dtype=torch.float64)
-    torch.testing.assert_close(got.double(), expected, rtol=2e-3, atol=1e-5)
+    close(got, expected, rtol=2e-3, atol=1e-5)
 
 
 def test_obs_of_multi_column_units_uses_the_block_formula():
@@ -211,7 +219,7 @@ def test_obs_of_multi_column_units_uses_the_block_formula():
     unit_of = torch.tensor([0, 0, 1, 1, 2, -1])  # three units of two, two and one column; one column fixed
     got = removal_costs(w, x1.T @ x1, unit_of, 3, damping=0.0)
     expected = [_refit_error(x, x @ w.T, [i for i in range(6) if unit_of[i] == u]) for u in range(3)]
-    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-8)
+    close(got, expected, rtol=1e-6, atol=1e-8)
 
 
 def test_obs_refuses_groups_read_by_other_layers_and_bad_damping():

@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neuroprune.core.criteria.arrays import to_host
 from neuroprune.core.errors import PlanError
 from neuroprune.core.groups import DependencyGraph, Group, GroupMember
 from neuroprune.core.selection import counts_for_ratio, lowest_units, normalise, select_units
@@ -22,7 +23,7 @@ from neuroprune.core.selection import counts_for_ratio, lowest_units, normalise,
 # ---- reference ------------------------------------------------------------------------------
 
 
-def ref_lowest_units(group: Group, scores: torch.Tensor, count: int) -> list[int]:
+def ref_lowest_units(group: Group, scores: np.ndarray, count: int) -> list[int]:
     units = [u for u in range(group.size) if group.prunable[u]]
     units.sort(key=lambda u: (float(scores[u]), u))
     left = [sum(1 for v in m.unit_of if v >= 0) for m in group.members]
@@ -103,8 +104,8 @@ def graphs(draw):
     sizes = {m.path: {m.axis: len(m.unit_of)} for g in found for m in g.members}
     graph = DependencyGraph(found, {}, {}, sizes)
     # few distinct values, so ties are common (including all-zero groups)
-    scores = {g.name: torch.tensor(draw(st.lists(st.integers(0, 3), min_size=g.size, max_size=g.size)),
-                                   dtype=torch.float32) / 4 for g in found}
+    scores = {g.name: np.array(draw(st.lists(st.integers(0, 3), min_size=g.size, max_size=g.size)),
+                               dtype=np.float64) / 4 for g in found}
     return graph, scores
 
 
@@ -150,14 +151,14 @@ def test_keep_indices_equals_set_difference(data, picks):
         return
     got = graph.keep_indices(removal)
     assert {p: {a: t.tolist() for a, t in axes.items()} for p, axes in got.items()} == expected
-    assert all(t.dtype == torch.long for axes in got.values() for t in axes.values())
+    assert all(isinstance(t, np.ndarray) and t.dtype == np.int64 for axes in got.values() for t in axes.values())
 
 
 def test_global_ties_go_to_the_lower_group_name_then_unit():
     members = lambda name: [GroupMember(name, "out", np.arange(4))]  # noqa: E731
     graph = DependencyGraph([Group(n, 4, members(n), np.ones(4, dtype=bool), []) for n in ("b", "a")], {}, {},
                             {"a": {"out": 4}, "b": {"out": 4}})
-    scores = {"a": torch.ones(4), "b": torch.ones(4)}  # every normalised score is 1
+    scores = {"a": np.ones(4), "b": np.ones(4)}  # every normalised score is 1
     assert counts_for_ratio(graph, scores, {}, 3 / 8, scope="global") == {"b": 0, "a": 3}
     assert select_units(graph, scores, {"a": 3})["a"].tolist() == [0, 1, 2]
 
@@ -166,19 +167,21 @@ def test_unit_that_would_empty_a_branch_is_skipped_and_the_next_taken():
     # member "cat" holds only units 0 and 1: both cannot go, so the third lowest replaces the second
     group = Group("g", 4, [GroupMember("conv", "out", np.arange(4)), GroupMember("cat", "in", np.array([0, 1]))],
                   np.ones(4, dtype=bool), [])
-    assert lowest_units(group, torch.tensor([0.1, 0.2, 0.9, 0.3]), 2).tolist() == [0, 3]
+    assert lowest_units(group, np.array([0.1, 0.2, 0.9, 0.3]), 2).tolist() == [0, 3]
 
 
-def test_bfloat16_and_float16_scores_select_like_float32():
+def test_bfloat16_and_float16_scores_select_like_float64():
     group = Group("g", 6, [GroupMember("fc", "out", np.arange(6))], np.ones(6, dtype=bool), [])
-    scores = torch.tensor([0.5, 0.25, 0.75, 0.25, 1.0, 0.0])
+    scores = np.array([0.5, 0.25, 0.75, 0.25, 1.0, 0.0])
     expected = lowest_units(group, scores, 3).tolist()
     assert expected == [1, 3, 5]
-    for dtype in (torch.float16, torch.bfloat16):
-        assert lowest_units(group, scores.to(dtype), 3).tolist() == expected
+    for dtype in (np.float16, np.float32):
+        assert lowest_units(group, scores.astype(dtype), 3).tolist() == expected
+    for dtype in (torch.float16, torch.bfloat16):  # a framework's scores, as criteria bring them to the host
+        assert lowest_units(group, to_host(torch.tensor(scores).to(dtype)), 3).tolist() == expected
 
 
 def test_nan_scores_go_last_in_index_order():
     group = Group("g", 5, [GroupMember("fc", "out", np.arange(5))], np.ones(5, dtype=bool), [])
-    scores = torch.tensor([float("nan"), 0.5, float("nan"), 0.1, 0.2])
+    scores = np.array([float("nan"), 0.5, float("nan"), 0.1, 0.2])
     assert lowest_units(group, scores, 4).tolist() == [0, 1, 3, 4]

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from neuroprune.core.backend import Keep
 from neuroprune.core.errors import PlanError
 
 
@@ -69,14 +69,14 @@ class DependencyGraph:
                 return group
         raise PlanError(f"no prunable group named {name!r}; groups: {', '.join(g.name for g in self.groups)}")
 
-    def keep_indices(self, removal: dict[str, np.ndarray]) -> dict[str, dict[str, torch.Tensor]]:
+    def keep_indices(self, removal: dict[str, np.ndarray]) -> Keep:
         """Positions to keep on every module axis once the units in ``removal`` are gone.
 
         Args:
             removal: group name -> indices of the units to remove.
 
         Returns:
-            module path -> axis -> sorted positions to keep (only axes that lose something).
+            module path -> axis -> sorted positions to keep (numpy int64; only axes that lose something).
         """
         dropped: dict[tuple[str, str], np.ndarray] = {}
         for name, units in removal.items():
@@ -100,10 +100,10 @@ class DependencyGraph:
                         dropped[key] = np.zeros(self.axis_sizes[member.path][member.axis], dtype=bool)
                     mask = dropped[key]
                     mask[positions[positions < len(mask)]] = True
-        keep: dict[str, dict[str, torch.Tensor]] = {}
+        keep: Keep = {}
         for (path, axis), mask in dropped.items():
             kept = np.nonzero(~mask)[0]
             if not len(kept):
                 raise PlanError(f"{path}: removing every position of axis {axis!r}")
-            keep.setdefault(path, {})[axis] = torch.from_numpy(kept.astype(np.int64))
+            keep.setdefault(path, {})[axis] = kept.astype(np.int64)
         return keep

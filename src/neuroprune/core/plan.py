@@ -5,25 +5,27 @@ architecture, by this library or by another frontend. Plans compose: pruning a p
 a step whose positions are mapped back to the original ones.
 
 Example:
-    >>> import torch
-    >>> plan = PruningPlan().compose({"fc1": {"out": torch.tensor([0, 2, 3])}}, {"fc1": "Linear"}, {"fc1": {"out": 4}})
-    >>> plan.compose({"fc1": {"out": torch.tensor([1, 2])}}, {"fc1": "Linear"}, {"fc1": {"out": 3}}).modules["fc1"]["axes"]["out"]
+    >>> plan = PruningPlan().compose({"fc1": {"out": [0, 2, 3]}}, {"fc1": "Linear"}, {"fc1": {"out": 4}})
+    >>> plan.compose({"fc1": {"out": [1, 2]}}, {"fc1": "Linear"}, {"fc1": {"out": 3}}).modules["fc1"]["axes"]["out"]
     {'size': 4, 'keep': [2, 3]}
+    >>> plan.keep()["fc1"]["out"]
+    array([0, 2, 3])
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
+from neuroprune.core.backend import Keep, as_keep
 from neuroprune.core.errors import PlanError
 
 PLAN_FORMAT = "neuroprune-plan"
 PLAN_VERSION = 1
-Keep = dict[str, dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -33,14 +35,15 @@ class PruningPlan:
     modules: dict[str, dict[str, Any]] = field(default_factory=dict)
     adapter: str = "fx"
 
-    def compose(self, step: Keep, module_types: dict[str, str], axis_sizes: dict[str, dict[str, int]]) -> PruningPlan:
-        """A new plan: this one followed by ``step`` (keep positions of the current model)."""
+    def compose(self, step: Mapping[str, Mapping[str, Any]], module_types: dict[str, str], axis_sizes: dict[str, dict[str, int]]) -> PruningPlan:
+        """A new plan: this one followed by ``step`` (keep positions of the current model: numpy
+        arrays, lists, or any array numpy can read)."""
         modules = copy.deepcopy(self.modules)
         for path, axes in step.items():
             entry = modules.setdefault(path, {"type": module_types[path], "axes": {}})
             for axis, kept in axes.items():
                 current = entry["axes"].get(axis)
-                kept_list = [int(i) for i in kept.tolist()]
+                kept_list = [int(i) for i in np.asarray(kept, dtype=np.int64).tolist()]
                 if current is None:
                     entry["axes"][axis] = {"size": int(axis_sizes[path][axis]), "keep": kept_list}
                 else:
@@ -48,9 +51,9 @@ class PruningPlan:
         return PruningPlan(modules, self.adapter)
 
     def keep(self) -> Keep:
-        """Keep positions as tensors, ready for :func:`~neuroprune.torch.surgery.apply_keep`."""
-        return {path: {axis: torch.tensor(spec["keep"], dtype=torch.long) for axis, spec in entry["axes"].items()}
-                for path, entry in self.modules.items()}
+        """Keep positions as numpy int64 arrays, ready for a backend's ``apply_keep``."""
+        return as_keep({path: {axis: spec["keep"] for axis, spec in entry["axes"].items()}
+                        for path, entry in self.modules.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "adapter": self.adapter, "modules": self.modules}

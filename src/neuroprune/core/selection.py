@@ -6,36 +6,38 @@ global ranking compares layers fairly. A layer never drops below ``min_width`` n
 ``round_to`` keeps widths at multiples that run fast.
 
 Example:
-    >>> import numpy as np, torch
+    >>> import numpy as np
     >>> from neuroprune.core.groups import Group
     >>> g = Group("fc1", 4, [], np.ones(4, dtype=bool), [])
-    >>> lowest_units(g, torch.tensor([0.4, 0.1, 0.9, 0.2]), 2)
+    >>> lowest_units(g, np.array([0.4, 0.1, 0.9, 0.2]), 2)
     array([1, 3])
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from neuroprune.core.errors import PruningTargetError
 from neuroprune.core.groups import DependencyGraph, Group
 
 
-def normalise(scores: torch.Tensor) -> torch.Tensor:
-    """Divide by the largest score (all-zero scores stay zero)."""
-    top = float(scores.max()) if scores.numel() else 0.0
-    return scores / top if top > 0 else torch.zeros_like(scores)
+#: scores of every group: group name -> one float per unit (numpy float64, as criteria give them)
+Scores = Mapping[str, np.ndarray]
 
 
-def _to_numpy(scores: torch.Tensor) -> np.ndarray:
-    """Scores as a CPU numpy array (bfloat16 widened to float32, which is exact)."""
-    if isinstance(scores, np.ndarray):  # a numpy backend's scores
-        return scores
-    scores = scores.detach().cpu()
-    return (scores.float() if scores.dtype == torch.bfloat16 else scores).numpy()
+def normalise(scores: np.ndarray) -> np.ndarray:
+    """Divide by the largest score (all-zero scores stay zero).
+
+    Example:
+        >>> normalise(np.array([1.0, 4.0, 2.0])).tolist()
+        [0.25, 1.0, 0.5]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    top = float(scores.max()) if scores.size else 0.0
+    return scores / top if top > 0 else np.zeros_like(scores)
 
 
 def _lowest_mask(values: np.ndarray, count: int) -> np.ndarray:
@@ -59,7 +61,7 @@ def _lowest_mask(values: np.ndarray, count: int) -> np.ndarray:
     return mask
 
 
-def lowest_units(group: Group, scores: torch.Tensor, count: int) -> np.ndarray:
+def lowest_units(group: Group, scores: np.ndarray, count: int) -> np.ndarray:
     """Indices of the ``count`` lowest-scored prunable units (ties: lower index first), sorted.
 
     A unit is skipped when removing it would leave some layer of the group with no position
@@ -68,7 +70,7 @@ def lowest_units(group: Group, scores: torch.Tensor, count: int) -> np.ndarray:
     candidates = np.nonzero(group.prunable)[0]
     if count <= 0 or len(candidates) == 0:
         return np.zeros(0, dtype=np.int64)
-    values = _to_numpy(scores)[candidates]
+    values = np.asarray(scores, dtype=np.float64)[candidates]
     first = candidates[_lowest_mask(values, count)]
     gone = np.zeros(group.size, dtype=bool)
     gone[first] = True
@@ -107,7 +109,7 @@ def _kept_after_rounding(size: int, keep: int, min_width: int, round_to: int) ->
     return min(keep, size)
 
 
-def counts_for_ratio(graph: DependencyGraph, scores: dict[str, torch.Tensor], original: dict[str, int],
+def counts_for_ratio(graph: DependencyGraph, scores: Scores, original: dict[str, int],
                      ratio: float, *, scope: str = "local", min_width: int = 1, round_to: int = 1,
                      ratios: dict[str, float] | None = None, min_widths: dict[str, int] | None = None,
                      skip: tuple[str, ...] | set[str] = ()) -> dict[str, int]:
@@ -152,7 +154,7 @@ def counts_for_ratio(graph: DependencyGraph, scores: dict[str, torch.Tensor], or
     return counts
 
 
-def _global_counts(pooled: list[Group], scores: dict[str, torch.Tensor], need: int, min_width: int,
+def _global_counts(pooled: list[Group], scores: Scores, need: int, min_width: int,
                    min_widths: dict[str, int]) -> dict[str, int]:
     """Units each pooled group loses when the ``need`` lowest normalised scores go across groups.
 
@@ -163,7 +165,7 @@ def _global_counts(pooled: list[Group], scores: dict[str, torch.Tensor], need: i
     values, names, caps = [], [], []
     for group in pooled:
         prunable = np.nonzero(group.prunable)[0]
-        values.append(_to_numpy(normalise(scores[group.name]))[prunable].astype(np.float64))
+        values.append(normalise(scores[group.name])[prunable])
         names.append(np.full(len(prunable), rank_of[group.name], dtype=np.int64))
         caps.append(max(0, group.size - max(min_widths.get(group.name, min_width), 1)))
     # concatenated in (group name, unit) order, so ties in score go to the lower (name, unit)
@@ -176,7 +178,7 @@ def _global_counts(pooled: list[Group], scores: dict[str, torch.Tensor], need: i
     return {group.name: int(lost[rank_of[group.name]]) for group in pooled}
 
 
-def counts_for_threshold(graph: DependencyGraph, scores: dict[str, torch.Tensor], threshold: float, *,
+def counts_for_threshold(graph: DependencyGraph, scores: Scores, threshold: float, *,
                          min_width: int = 1, round_to: int = 1, min_widths: dict[str, int] | None = None,
                          skip: tuple[str, ...] | set[str] = ()) -> dict[str, int]:
     """Units whose normalised score lies below ``threshold``, per group.
@@ -191,7 +193,7 @@ def counts_for_threshold(graph: DependencyGraph, scores: dict[str, torch.Tensor]
             counts[group.name] = 0
             continue
         normalised = normalise(scores[group.name])
-        below = int((normalised[torch.from_numpy(group.prunable)] < threshold).sum())
+        below = int((normalised[group.prunable] < threshold).sum())
         if below == group.size:
             raise PruningTargetError(
                 f"threshold {threshold} would remove every neuron of layer {group.name!r} (normalised scores lie in "
@@ -201,7 +203,7 @@ def counts_for_threshold(graph: DependencyGraph, scores: dict[str, torch.Tensor]
     return counts
 
 
-def select_units(graph: DependencyGraph, scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, np.ndarray]:
+def select_units(graph: DependencyGraph, scores: Scores, counts: dict[str, int]) -> dict[str, np.ndarray]:
     """The lowest-scored units of each group, ``counts[name]`` of them."""
     return {g.name: lowest_units(g, scores[g.name], counts.get(g.name, 0))
             for g in graph.groups if counts.get(g.name, 0) > 0}

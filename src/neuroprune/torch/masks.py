@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from neuroprune.core.backend import Keep
 from neuroprune.core.errors import PlanError
 from neuroprune.torch.layers.registry import handler_for
-
-Keep = dict[str, dict[str, torch.Tensor]]
+from neuroprune.torch.surgery import keep_as_tensors
 
 
 def _removed(size: int, kept: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,7 @@ class MaskHandle:
         self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._hooks: list = []
         self._masked: list[tuple[nn.Module, str, torch.Tensor]] = []
+        keep = keep_as_tensors(keep)
         modules = {path: model.get_submodule(path) for path in keep}
         for module in modules.values():
             for tensor in list(module.parameters()) + list(module.buffers()):

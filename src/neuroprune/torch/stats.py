@@ -37,6 +37,7 @@ from neuroprune.core.errors import DataError, NonFiniteError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch.modes import module_modes, restore_modes
 from neuroprune.torch.layers.registry import handler_for
+from neuroprune.torch.weights import reads_like_linear
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -68,7 +69,8 @@ class Statistics:
     """Everything one calibration pass measured."""
 
     axes: dict[tuple[str, str], AxisStats] = field(default_factory=dict)
-    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight (``seed`` only)
+    #: (module path, parameter name) -> sum over batches of |dL/dw|, per weight, laid out as that
+    #: weight's rows (units x fan-in, like the seam's WeightRows of the name; ``seed`` only)
     weight_grad_abs: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     batches: int = 0
     threshold: float = 0.0
@@ -222,7 +224,7 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
             entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1], dtype=torch.int64))
             if per_weight:
                 key = (path, view.name)
-                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), grad.abs())
+                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), rows)  # laid out as the rows
         for view in handler.outgoing(module, axis):
             param = module.get_parameter(view.name)
             if param.grad is None:
@@ -261,7 +263,7 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
     saved_grads = [p.grad for p in params]
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
-                 if gram and m.axis == "in" and isinstance(model.get_submodule(m.path), nn.Linear)}
+                 if gram and m.axis == "in" and reads_like_linear(model.get_submodule(m.path))}
     observer = _ActivationObserver(model, paths, stats, threshold, gram_axes) if activations or gram else None
     checks = _FiniteChecks()
     try:

@@ -15,15 +15,25 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from neuroprune.core.backend import Keep
 from neuroprune.core.errors import PlanError
 from neuroprune.torch.layers.attention import leave_nested_fast_path
 from neuroprune.torch.layers.registry import handler_for
 
-Keep = dict[str, dict[str, torch.Tensor]]
+#: keep positions as torch tensors, what the layer handlers take
+TensorKeep = dict[str, dict[str, torch.Tensor]]
+
+
+def keep_as_tensors(keep: Mapping[str, Mapping[str, Any]], device: torch.device | str | None = None) -> TensorKeep:
+    """``keep`` (numpy arrays, lists or tensors, as :data:`~neuroprune.core.backend.Keep`) as int64 tensors."""
+    return {path: {axis: torch.as_tensor(kept, dtype=torch.long, device=device) for axis, kept in axes.items()}
+            for path, axes in keep.items()}
 
 
 def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -35,6 +45,7 @@ def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 def validate_keep(model: nn.Module, keep: Keep) -> None:
     """Raise :class:`PlanError` unless every path, axis and index in ``keep`` fits ``model``."""
+    keep = keep_as_tensors(keep)
     problems = []
     for path, axes in keep.items():
         try:
@@ -67,6 +78,7 @@ def apply_keep(model: nn.Module, keep: Keep, *, inplace: bool = False) -> nn.Mod
         keep: module path -> axis -> sorted positions to keep.
         inplace: modify ``model`` itself instead of returning a pruned copy.
     """
+    keep = keep_as_tensors(keep, "cpu")
     validate_keep(model, keep)
     if not inplace:
         work = copy.deepcopy(model)

@@ -10,14 +10,14 @@ Example:
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from neuroprune.core.errors import DataError
 from neuroprune.core.criteria.aggregate import sum_to_units
+from neuroprune.core.errors import DataError
 from neuroprune.core.criteria.registry import Criterion, Needs, get_criterion, register_criterion
 
 
-def _activation_ratio(data, field: str) -> dict[str, torch.Tensor]:
+def _activation_ratio(data, field: str) -> dict[str, np.ndarray]:
     scores = {}
     for group in data.graph.groups:
         sums, counts = {}, {}
@@ -25,12 +25,12 @@ def _activation_ratio(data, field: str) -> dict[str, torch.Tensor]:
             entry = data.stats.axes.get((member.path, member.axis))
             if entry is not None and entry.act_count is not None and entry.act_n > 0:
                 sums[(member.path, member.axis)] = getattr(entry, field)
-                counts[(member.path, member.axis)] = torch.full_like(entry.act_count, entry.act_n)
+                counts[(member.path, member.axis)] = np.full(len(entry.act_count), float(entry.act_n))
         seen = sum_to_units(group, counts)
-        if bool((seen[torch.from_numpy(group.prunable)] == 0).any()):
+        if bool((seen[group.prunable] == 0).any()):
             raise DataError(f"group {group.name!r}: some neurons are never read by an observed layer, so their "
                             "activations are unknown; use a weight- or gradient-based criterion")
-        scores[group.name] = sum_to_units(group, sums) / seen.clamp_min(1)
+        scores[group.name] = sum_to_units(group, sums) / np.maximum(seen, 1)
     return scores
 
 

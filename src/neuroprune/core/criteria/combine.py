@@ -1,30 +1,54 @@
 """Criteria built from others: ``rank`` (the write-up's merge sorting) and ``random``.
 
 Example:
-    >>> rank_average([torch.tensor([3.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])], [1.0, 1.0])
-    tensor([0.5000, 0.2500, 0.7500])
+    >>> import numpy as np
+    >>> rank_average([np.array([3.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])], [1.0, 1.0]).tolist()
+    [0.5, 0.25, 0.75]
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from scipy.stats import rankdata
+from typing import Any
 
+import numpy as np
+
+from neuroprune.core.criteria.arrays import to_host
 from neuroprune.core.errors import ConfigError
 from neuroprune.core.criteria.registry import Criterion, Needs, get_criterion, register_criterion
 
 DEFAULT_RANK_MEMBERS = ("magnitude", "taylor", "activation_frequency")
 
 
-def rank_average(scores: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks of ``values``; ties share their mean rank (all NaN if any value is NaN).
+
+    The same as ``scipy.stats.rankdata(values, method="average") - 1``.
+
+    Example:
+        >>> average_ranks(np.array([2.0, 1.0, 2.0, 0.5])).tolist()
+        [2.5, 1.0, 2.5, 0.0]
+    """
+    values = np.asarray(values)
+    n = len(values)
+    if np.isnan(values).any():
+        return np.full(n, np.nan)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each tie run
+    ends = np.r_[starts[1:], n]
+    run = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((starts + ends - 1) / 2.0)[run]
+    return ranks
+
+
+def rank_average(scores: list[Any], weights: list[float]) -> np.ndarray:
     """Weighted mean of each score's rank, scaled to [0, 1] (ties share their mean rank)."""
     n = len(scores[0])
     total = np.zeros(n)
     for values, weight in zip(scores, weights):
-        ranks = rankdata(values.numpy(), method="average") - 1
-        total += weight * (ranks / max(n - 1, 1))
-    return torch.tensor(total / sum(weights), dtype=torch.float32)
+        total += weight * (average_ranks(to_host(values)) / max(n - 1, 1))
+    return total / sum(weights)
 
 
 def _members(options) -> tuple[list[str], list[float], dict]:
@@ -71,8 +95,21 @@ class RandomCriterion(Criterion):
     options = ("seed",)
 
     def score(self, data, options):
-        generator = torch.Generator().manual_seed(int(options.get("seed", 0)))
-        return {group.name: torch.rand(group.size, generator=generator) for group in data.graph.groups}
+        generator = np.random.RandomState(int(options.get("seed", 0)) & 0xFFFFFFFF)
+        return {group.name: uniform_scores(generator, group.size) for group in data.graph.groups}
+
+
+def uniform_scores(generator: np.random.RandomState, size: int) -> np.ndarray:
+    """``size`` uniform numbers in [0, 1) with 24 random bits each: the very numbers
+    ``torch.rand(size, generator=torch.Generator().manual_seed(seed))`` draws (both run the
+    Mersenne twister from the same seed), so random baselines stay what they were.
+
+    Example:
+        >>> uniform_scores(np.random.RandomState(0), 3).round(4).tolist()
+        [0.4963, 0.7682, 0.0885]
+    """
+    bits = generator.randint(0, 2**32, size=size, dtype=np.uint32)  # one raw 32-bit draw each
+    return (bits & np.uint32((1 << 24) - 1)).astype(np.float64) * 2.0**-24
 
 
 register_criterion(RankCriterion())

@@ -24,30 +24,28 @@ Example:
     >>> stats = collect_statistics(model, graph, [torch.randn(32, 4)], lambda m, b: m(b).sum(), progress=False)
     >>> from neuroprune.core.criteria import ScoringInput, score
     >>> score(ScoringInput(model, graph, stats), "flap")["0"].shape
-    torch.Size([8])
+    (8,)
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
-from neuroprune.core.errors import DataError
-from neuroprune.torch.layers.registry import handler_for
 from neuroprune.core.criteria.aggregate import sum_to_units
+from neuroprune.core.criteria.arrays import row_sums, to_host
 from neuroprune.core.criteria.registry import Criterion, Needs, register_criterion
+from neuroprune.core.errors import DataError
 
 
-def _column_norms(data, path: str, axis: str, p: float) -> torch.Tensor | None:
+def _column_norms(data, path: str, axis: str, p: float) -> np.ndarray | None:
     """``sum_i |W_ij|^p`` over the weights that read each position of ``(path, axis)``."""
-    module = data.model.get_submodule(path)
-    views = handler_for(module).outgoing(module, axis)
-    if not views:
-        return None
-    parts = [view.rows(module.get_parameter(view.name).detach().float()).abs().pow(p).sum(dim=1) for view in views]
-    return torch.stack(parts).sum(dim=0)
+    # the seam lists the incoming weights first, then the outgoing ones
+    reading = data.weight_rows(path, axis, outgoing=True)[len(data.weight_rows(path, axis)):]
+    parts = [row_sums(view.rows, p) for view in reading]
+    return np.sum(parts, axis=0) if parts else None
 
 
-def _score_consumers(data, name: str, p: float, per_position) -> dict[str, torch.Tensor]:
+def _score_consumers(data, name: str, p: float, per_position) -> dict[str, np.ndarray]:
     """Sum ``per_position(entry, sum_i |W_ij|^p)`` over the consuming members of every group."""
     scores = {}
     for group in data.graph.groups:
@@ -58,7 +56,7 @@ def _score_consumers(data, name: str, p: float, per_position) -> dict[str, torch
                 continue
             columns = _column_norms(data, member.path, member.axis, p)
             if columns is not None:
-                values[(member.path, member.axis)] = per_position(entry, columns.to(entry.act_sq.device))
+                values[(member.path, member.axis)] = per_position(entry, columns)
         if not values:
             raise DataError(f"criterion {name!r}: group {group.name!r} has no observed layer that reads its neurons "
                             "(it needs the inputs of the layers that consume them); use magnitude or taylor")
@@ -66,17 +64,15 @@ def _score_consumers(data, name: str, p: float, per_position) -> dict[str, torch
     return scores
 
 
-def _wanda(entry, columns: torch.Tensor) -> torch.Tensor:
-    return columns * (entry.act_sq / entry.act_n).sqrt()
+def _wanda(entry, columns: np.ndarray) -> np.ndarray:
+    return columns * np.sqrt(to_host(entry.act_sq) / entry.act_n)
 
 
-
-def _flap(entry, columns: torch.Tensor) -> torch.Tensor:
+def _flap(entry, columns: np.ndarray) -> np.ndarray:
     n = entry.act_n
-    mean = entry.act_sum / n
-    variance = ((entry.act_sq - n * mean.square()) / max(n - 1, 1.0)).clamp_min(0)
+    mean = to_host(entry.act_sum) / n
+    variance = np.maximum((to_host(entry.act_sq) - n * mean * mean) / max(n - 1, 1.0), 0)
     return variance * columns
-
 
 
 class WandaCriterion(Criterion):

@@ -8,7 +8,10 @@ of a unit and re-fitting the other columns and the bias by least squares raises 
 error by ``tr(W_B (H^-1)_BB^-1 W_B^T)``; for a single column, ``||W_:,j||^2 / (H^-1)_jj``. That
 sum over every Linear that reads the unit is its score. It is the criterion that matches
 ``reconstruct=True``, which performs exactly that re-fit. Every layer that reads the group must
-be an ``nn.Linear``; memory: one Gram matrix (inputs x inputs) per such layer.
+be a Linear layer (``nn.Linear``, or the ``(in, out)``-stored ``Conv1D`` of GPT-2); memory: one
+Gram matrix (inputs x inputs) per such layer. ``H^-1`` comes from the Cholesky factor of ``H``, and
+the blocks of multi-column units (heads) are solved as one batch against their own factors, on the
+device the statistics live on.
 
 Example:
     >>> get_criterion("obs").needs({}).gram
@@ -17,50 +20,75 @@ Example:
 
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
+from typing import Any
 
-from neuroprune.core.errors import ConfigError, DataError
+import array_api_compat as compat
+import numpy as np
+
+from neuroprune.core.criteria.arrays import like, namespace, to_host
 from neuroprune.core.criteria.registry import Criterion, Needs, get_criterion, register_criterion
+from neuroprune.core.errors import ConfigError, DataError
 
 DEFAULT_DAMPING = 0.01
+#: layer types (class names) whose units are read by a weight of shape (outputs, inputs) or its transpose
+LINEAR_TYPES = ("Linear", "Conv1D")
 
 
-def removal_costs(weight: torch.Tensor, gram: torch.Tensor, unit_of: torch.Tensor, units: int,
-                  damping: float = DEFAULT_DAMPING) -> torch.Tensor:
+def _inverse_spd(h: Any) -> Any:
+    """Inverse of a symmetric positive-definite matrix through its Cholesky factor."""
+    xp = namespace(h)
+    factor = xp.linalg.cholesky(h)
+    if compat.is_torch_array(factor):
+        return factor.cholesky_inverse()  # LAPACK potri on the factor
+    inverse_factor = xp.linalg.inv(factor)
+    return xp.matrix_transpose(inverse_factor) @ inverse_factor
+
+
+def removal_costs(weight: Any, gram: Any, unit_of: Any, units: int, damping: float = DEFAULT_DAMPING) -> np.ndarray:
     """Per unit, the squared-error increase of removing its input columns with optimal compensation.
 
-    ``weight`` is (outputs, inputs), ``gram`` (inputs + 1, inputs + 1) with the bias column last,
-    ``unit_of`` maps every input column to a unit (or -1).
+    ``weight`` is (outputs, inputs), ``gram`` (inputs + 1, inputs + 1) with the bias column last
+    (any array-API arrays, e.g. torch tensors on a GPU: the maths runs there), ``unit_of`` maps
+    every input column to a unit (or -1). Returns float64 costs on the host.
 
     Example:
-        >>> x = torch.randn(200, 3, dtype=torch.float64)
-        >>> x1 = torch.cat([x, torch.ones(200, 1, dtype=torch.float64)], 1)
-        >>> w = torch.randn(2, 3, dtype=torch.float64)
-        >>> cost = removal_costs(w, x1.T @ x1, torch.arange(3), 3, damping=0.0)
-        >>> refit = torch.linalg.lstsq(x1[:, [1, 2, 3]], x @ w.T).solution  # drop column 0, re-fit
-        >>> bool(torch.isclose(cost[0], ((x1[:, [1, 2, 3]] @ refit - x @ w.T) ** 2).sum()))
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((200, 3))
+        >>> x1 = np.concatenate([x, np.ones((200, 1))], 1)
+        >>> w = rng.standard_normal((2, 3))
+        >>> cost = removal_costs(w, x1.T @ x1, np.arange(3), 3, damping=0.0)
+        >>> refit = np.linalg.lstsq(x1[:, [1, 2, 3]], x @ w.T, rcond=None)[0]  # drop column 0, re-fit
+        >>> bool(np.isclose(cost[0], ((x1[:, [1, 2, 3]] @ refit - x @ w.T) ** 2).sum()))
         True
     """
-    h = gram.double()
-    inputs = h.shape[0] - 1
-    damp = damping * h.diagonal()[:inputs].mean().clamp_min(1e-12)
-    h = h + torch.diag(torch.cat([torch.full((inputs,), float(damp), dtype=h.dtype, device=h.device),
-                                  torch.zeros(1, dtype=h.dtype, device=h.device)]))
-    h_inv = torch.linalg.inv(h)
-    w = weight.detach().double()
-    costs = torch.zeros(units, dtype=torch.float64)
-    counts = torch.bincount(unit_of[unit_of >= 0], minlength=units)
-    if bool((counts <= 1).all()):  # one column per unit: the diagonal formula, vectorised
-        columns = torch.nonzero(unit_of >= 0).flatten()
-        per_column = (w[:, columns] ** 2).sum(dim=0) / h_inv.diagonal()[columns]
-        costs.index_add_(0, unit_of[columns], per_column.cpu())
-        return costs
-    for unit in torch.nonzero(counts).flatten().tolist():
-        block = torch.nonzero(unit_of == unit).flatten().to(h.device)
-        w_b = w[:, block]
-        solved = torch.linalg.solve(h_inv[block][:, block], w_b.T)  # (H^-1)_BB^-1 W_B^T
-        costs[unit] = float((w_b * solved.T).sum())
+    xp = namespace(gram)
+    device = compat.device(gram)
+    h = xp.astype(gram, xp.float64)
+    size = h.shape[0]
+    inputs = size - 1
+    damp = damping * max(float(xp.mean(xp.linalg.diagonal(h)[:inputs])), 1e-12)
+    on_diagonal = xp.asarray(np.r_[np.full(inputs, damp), 0.0], dtype=xp.float64, device=device)
+    h_inv = _inverse_spd(h + xp.eye(size, dtype=xp.float64, device=device) * on_diagonal)
+    w = xp.astype(like(weight, h), xp.float64)
+    unit_of = np.asarray(unit_of, dtype=np.int64)
+    costs = np.zeros(units, dtype=np.float64)
+    counts = np.bincount(unit_of[unit_of >= 0], minlength=units)
+    order = np.argsort(unit_of, kind="stable")  # input columns grouped by unit, ascending within each
+    for width in np.unique(counts[counts > 0]).tolist():
+        members = np.flatnonzero(counts == width)
+        # (units of this width, width): the input columns of each unit
+        first = np.searchsorted(unit_of[order], members)
+        blocks = order[first[:, None] + np.arange(width)[None, :]]
+        index = xp.asarray(blocks, device=device)
+        if width == 1:  # one column per unit: ||W_:,j||^2 / (H^-1)_jj
+            column = index[:, 0]
+            per_unit = xp.sum(xp.take(w, column, axis=1) ** 2, axis=0) / xp.take(xp.linalg.diagonal(h_inv), column)
+        else:  # tr(W_B ((H^-1)_BB)^-1 W_B^T) = ||C^-1 W_B^T||^2 with C C^T = (H^-1)_BB, all blocks at once
+            factor = xp.linalg.cholesky(h_inv[index[:, :, None], index[:, None, :]])
+            columns = xp.permute_dims(w[:, index], (1, 2, 0))  # (units, width, outputs)
+            solved = xp.linalg.solve(factor, columns)
+            per_unit = xp.sum(solved * solved, axis=(1, 2))
+        costs[members] = to_host(per_unit)
     return costs
 
 
@@ -79,25 +107,32 @@ class ObsCriterion(Criterion):
             raise ConfigError([f"criterion 'obs': damping must be >= 0, got {damping}"])
         scores = {}
         for group in data.graph.groups:
-            total = torch.zeros(group.size, dtype=torch.float64)
+            total = np.zeros(group.size, dtype=np.float64)
             readers = [m for m in group.members if m.axis == "in"]
             for member in readers:
-                module = data.model.get_submodule(member.path)
-                if not isinstance(module, nn.Linear):
-                    raise ConfigError([f"criterion 'obs' scores units read by nn.Linear layers only; group "
-                                       f"{group.name!r} is read by {member.path} ({type(module).__name__}). Give that "
-                                       "group another criterion (a layer policy) or choose one of the others"])
                 entry = data.stats.axes.get((member.path, member.axis)) if data.stats else None
+                kind = data.graph.module_types.get(member.path, "?")
+                if kind not in LINEAR_TYPES and (entry is None or entry.gram is None):
+                    raise ConfigError([f"criterion 'obs' scores units read by nn.Linear layers only; group "
+                                       f"{group.name!r} is read by {member.path} ({kind}). Give that "
+                                       "group another criterion (a layer policy) or choose one of the others"])
                 if entry is None or entry.gram is None:
                     raise DataError(f"criterion 'obs': no input statistics for {member.path}; it did not run on "
                                     "the calibration data")
-                total += removal_costs(module.weight, entry.gram, torch.from_numpy(member.unit_of), group.size,
+                total += removal_costs(_reader_weight(data, member.path), entry.gram, member.unit_of, group.size,
                                        damping)
             if not readers:
                 raise ConfigError([f"criterion 'obs': group {group.name!r} is read by no layer, so removing a unit "
                                    "changes no output it could measure"])
-            scores[group.name] = total.float()
+            scores[group.name] = total
         return scores
+
+
+def _reader_weight(data, path: str) -> Any:
+    """The (outputs, inputs) weight of the Linear layer at ``path``, from the seam's rows of its input axis."""
+    reading = data.weight_rows(path, "in", outgoing=True)[len(data.weight_rows(path, "in")):]
+    rows = reading[0].rows  # (inputs, outputs): one row per input unit
+    return namespace(rows).matrix_transpose(rows)
 
 
 register_criterion(ObsCriterion())

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from neuroprune.core.criteria.aggregate import sum_to_units
 from neuroprune.core.criteria.registry import Criterion, Needs, get_criterion, register_criterion
 
@@ -33,7 +35,7 @@ class TaylorCriterion(Criterion):
                 entry = data.stats.axes.get((member.path, member.axis))
                 if entry is not None and entry.taylor is not None:
                     sums[(member.path, member.axis)] = entry.taylor
-            scores[group.name] = sum_to_units(group, sums).abs()
+            scores[group.name] = np.abs(sum_to_units(group, sums))
         return scores
 
 

@@ -1,36 +1,38 @@
 """Criteria read from the weights: ``magnitude``, ``gradient`` and the write-up's ``seed`` formula.
 
 Example:
-    >>> import torch
-    >>> w = torch.tensor([[0.8, 0.3, 0.5], [0.2, 0.6, 0.1]])
-    >>> g = torch.tensor([[0.4, 0.1, 0.2], [0.05, 0.3, 0.1]])
-    >>> f = torch.tensor([[10.0, 5, 7], [5, 10, 8]])
-    >>> seed_formula(w, g, f)
-    tensor([2.5312, 2.1444])
+    >>> import numpy as np
+    >>> w = np.array([[0.8, 0.3, 0.5], [0.2, 0.6, 0.1]])
+    >>> g = np.array([[0.4, 0.1, 0.2], [0.05, 0.3, 0.1]])
+    >>> f = np.array([[10.0, 5, 7], [5, 10, 8]])
+    >>> seed_formula(w, g, f).round(4).tolist()
+    [2.5312, 2.1444]
 
 The write-up prints 2.98 / 0.9 = 3.3111 for neuron j; its own inputs give 1.93 / 0.9 = 2.1444.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from neuroprune.torch.layers.registry import handler_for
+import numpy as np
+
 from neuroprune.core.criteria.aggregate import sum_to_units
+from neuroprune.core.criteria.arrays import as_float, like, namespace, row_sums, take_columns, to_host
 from neuroprune.core.criteria.registry import Criterion, Needs, ScoringInput, register_criterion
 
-
-def seed_formula(weights: torch.Tensor, gradients: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
-    """``s = sum_i |w_i| g_i f_i / sum_i |w_i|`` for each row (one neuron's incoming connections)."""
-    magnitude = weights.abs()
-    return (magnitude * gradients * frequencies).sum(dim=1) / magnitude.sum(dim=1)
+#: smallest denominator of ``seed`` (a neuron whose incoming weights are all zero scores 0)
+_TINY = float(np.finfo(np.float32).tiny)
 
 
-def _views(data: ScoringInput, path: str, axis: str, outgoing: bool):
-    module = data.model.get_submodule(path)
-    handler = handler_for(module)
-    views = handler.incoming(module, axis) + (handler.outgoing(module, axis) if outgoing else [])
-    return module, views
+def seed_formula(weights: Any, gradients: Any, frequencies: Any) -> Any:
+    """``s = sum_i |w_i| g_i f_i / sum_i |w_i|`` for each row (one neuron's incoming connections).
+
+    Works on any array-API arrays (numpy, torch, ...) and returns one of the same kind.
+    """
+    xp = namespace(weights)
+    magnitude = xp.abs(weights)
+    return xp.sum(magnitude * gradients * frequencies, axis=1) / xp.sum(magnitude, axis=1)
 
 
 class MagnitudeCriterion(Criterion):
@@ -49,12 +51,10 @@ class MagnitudeCriterion(Criterion):
         for group in data.graph.groups:
             per_position = {}
             for member in group.members:
-                module, views = _views(data, member.path, member.axis, outgoing)
-                parts = [torch.linalg.vector_norm(view.rows(module.get_parameter(view.name).detach().float()),
-                                                  ord=p, dim=1).pow(p) for view in views]
+                parts = [row_sums(view.rows, p) for view in data.weight_rows(member.path, member.axis, outgoing=outgoing)]
                 if parts:
-                    per_position[(member.path, member.axis)] = torch.stack(parts).sum(dim=0)
-            scores[group.name] = sum_to_units(group, per_position).pow(1.0 / p)
+                    per_position[(member.path, member.axis)] = np.sum(parts, axis=0)
+            scores[group.name] = sum_to_units(group, per_position) ** (1.0 / p)
         return scores
 
 
@@ -75,8 +75,31 @@ class GradientCriterion(Criterion):
                 if entry is not None and entry.grad_abs is not None:
                     sums[(member.path, member.axis)] = entry.grad_abs
                     counts[(member.path, member.axis)] = entry.grad_numel
-            scores[group.name] = sum_to_units(group, sums) / sum_to_units(group, counts).clamp_min(1)
+            scores[group.name] = sum_to_units(group, sums) / np.maximum(sum_to_units(group, counts), 1)
         return scores
+
+
+def _seed_sums(data: ScoringInput, path: str, axis: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Numerator and denominator of :func:`seed_formula` per position of ``(path, axis)``, reduced
+    on the weights' device; ``None`` where no incoming weight has gradient statistics."""
+    stats = data.stats
+    num, den = [], []
+    for view in data.weight_rows(path, axis):
+        grads = stats.weight_grad_abs.get((path, view.name))  # |dL/dw| summed over batches, as rows
+        if grads is None:
+            continue
+        xp = namespace(view.rows)
+        weights = xp.abs(as_float(view.rows))
+        mean_grads = like(grads, weights) / max(stats.batches, 1)
+        product = weights * mean_grads
+        observed = stats.axes.get((path, view.input_axis)) if view.input_axis else None
+        if (observed is not None and observed.act_count is not None and observed.act_n > 0
+                and view.input_columns is not None):
+            frequency = xp.astype(like(observed.act_count, weights), weights.dtype) / observed.act_n
+            product = product * take_columns(frequency, view.input_columns, weights)[None, :]
+        num.append(to_host(xp.sum(product, axis=1, dtype=xp.float64)))
+        den.append(to_host(xp.sum(weights, axis=1, dtype=xp.float64)))
+    return (np.sum(num, axis=0), np.sum(den, axis=0)) if num else None
 
 
 class SeedCriterion(Criterion):
@@ -90,30 +113,15 @@ class SeedCriterion(Criterion):
         return Needs(activations=True, gradients=True, per_weight=True)
 
     def score(self, data, options):
-        stats = data.stats
         scores = {}
         for group in data.graph.groups:
             numerators, denominators = {}, {}
             for member in group.members:
-                module, views = _views(data, member.path, member.axis, outgoing=False)
-                num, den = [], []
-                for view in views:
-                    grads = stats.weight_grad_abs.get((member.path, view.name))
-                    if grads is None:
-                        continue
-                    weights = view.rows(module.get_parameter(view.name).detach().float()).abs()
-                    mean_grads = view.rows(grads) / max(stats.batches, 1)
-                    freq = torch.ones_like(weights)
-                    observed = stats.axes.get((member.path, view.input_axis)) if view.input_axis else None
-                    if observed is not None and observed.act_count is not None and observed.act_n > 0:
-                        freq = view.input_columns(observed.act_count / observed.act_n).to(weights.device).expand_as(weights)
-                    num.append((weights * mean_grads * freq).sum(dim=1))
-                    den.append(weights.sum(dim=1))
-                if num:
-                    numerators[(member.path, member.axis)] = torch.stack(num).sum(dim=0)
-                    denominators[(member.path, member.axis)] = torch.stack(den).sum(dim=0)
+                sums = _seed_sums(data, member.path, member.axis)
+                if sums is not None:
+                    numerators[(member.path, member.axis)], denominators[(member.path, member.axis)] = sums
             den_units = sum_to_units(group, denominators)
-            scores[group.name] = sum_to_units(group, numerators) / den_units.clamp_min(torch.finfo(torch.float32).tiny)
+            scores[group.name] = sum_to_units(group, numerators) / np.maximum(den_units, _TINY)
         return scores
 
 

@@ -5,21 +5,23 @@ inputs that best reproduce what the layer computed before pruning:
 ``min ||X_kept W^T + b - Y_before||^2 + ridge``, where ``X_kept`` are the layer's inputs in the
 pruned network (earlier re-fits included) and ``Y_before`` its outputs in the unpruned network.
 Sums ``X^T X`` and ``X^T Y`` stream over calibration batches in float64, so memory does not grow
-with the data. Linear and ordinary Conv2d layers are re-fitted; other layers are left as they are.
+with the data; the normal equations are solved through a Cholesky factor. Linear layers
+(``nn.Linear`` and GPT-2's ``(in, out)``-stored ``Conv1D``) and ordinary Conv2d layers are
+re-fitted; other layers are left as they are.
 
 Example:
-    >>> import torch, torch.nn as nn
+    >>> import numpy as np, torch, torch.nn as nn
     >>> teacher = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
     >>> student = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
     >>> _ = student.load_state_dict(teacher.state_dict())
-    >>> keep = {"2": {"in": torch.tensor([0, 1, 2, 3, 4, 5])}}
+    >>> keep = {"2": {"in": np.array([0, 1, 2, 3, 4, 5])}}
     >>> reconstruct(student, teacher, keep, [torch.randn(32, 4)], lambda m, b: m(b), progress=False)
     ['2']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from neuroprune.core.errors import NonFiniteError, PlanError
+from neuroprune.torch.weights import reads_like_linear
 
 MAX_ROWS_PER_BATCH = 8192
 
@@ -69,14 +72,14 @@ def _capture_sum(store: dict[str, torch.Tensor], key: str):
 
 
 def _reconstructable(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
+    if reads_like_linear(module):
         return True
     return isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
 
 
 def _row_mask(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """Indices of the Linear input rows at real tokens, where a (batch, tokens) mask fits ``x``."""
-    if mask is None or not isinstance(module, nn.Linear) or x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
+    if mask is None or not reads_like_linear(module) or x.dim() != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
         return None
     return torch.nonzero(mask.reshape(-1).to(x.device) != 0).flatten()
 
@@ -87,8 +90,8 @@ def _features(module: nn.Module, x: torch.Tensor, kept: torch.Tensor, generator:
 
     ``real`` (optional) lists the rows that may be used at all (e.g. non-padding tokens).
     """
-    x = x.index_select(-1 if isinstance(module, nn.Linear) else 1, kept.to(x.device))
-    if isinstance(module, nn.Linear):
+    x = x.index_select(-1 if reads_like_linear(module) else 1, kept.to(x.device))
+    if reads_like_linear(module):
         rows = x.reshape(-1, x.shape[-1])
     else:
         patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
@@ -104,7 +107,7 @@ def _features(module: nn.Module, x: torch.Tensor, kept: torch.Tensor, generator:
 
 
 def _targets(module: nn.Module, y: torch.Tensor, picked: torch.Tensor | None) -> torch.Tensor:
-    rows = y.reshape(-1, y.shape[-1]) if isinstance(module, nn.Linear) else y.movedim(1, -1).reshape(-1, y.shape[1])
+    rows = y.reshape(-1, y.shape[-1]) if reads_like_linear(module) else y.movedim(1, -1).reshape(-1, y.shape[1])
     return rows if picked is None else rows.index_select(0, picked)
 
 
@@ -131,7 +134,7 @@ def _target(captured: dict[str, torch.Tensor], path: str, residual_sum: str | No
     return captured["sum_teacher"] - (captured["sum_student"] - captured["y_student"])
 
 
-def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: torch.Tensor, batches: list[Any],
+def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: Any, batches: list[Any],
                 run: Callable[[nn.Module, Any], Any], ridge: float = 1e-3,
                 token_mask: Callable[[Any], torch.Tensor | None] | None = None,
                 residual_sum: str | None = None) -> None:
@@ -147,6 +150,7 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: torch.T
     reproducing its own old output on top of it.
     """
     s_mod = student.get_submodule(path)
+    kept = torch.as_tensor(kept, dtype=torch.long)
     captured: dict[str, torch.Tensor] = {}
     # the forward passes stop where the fit has what it needs: what comes later does not matter
     hooks = _hooks(student, teacher, path, residual_sum, captured)
@@ -172,7 +176,7 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: torch.T
     n = gram.shape[0] - int(has_bias)
     scale = float(torch.diagonal(gram)[:n].mean()) if n else 0.0
     gram[:n, :n] += torch.eye(n, dtype=gram.dtype, device=gram.device) * ridge * max(scale, 1e-12)
-    solution = torch.linalg.solve(gram, cross)  # (inputs [+1], outputs)
+    solution = _solve_normal_equations(gram, cross)  # (inputs [+1], outputs)
     if not bool(torch.isfinite(solution).all()):
         raise NonFiniteError(f"reconstruction of {path} produced non-finite weights")
     weight = solution[:n].T
@@ -180,6 +184,8 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: torch.T
         index = kept.to(s_mod.weight.device)
         if isinstance(s_mod, nn.Linear):
             s_mod.weight[:, index] = weight.to(s_mod.weight.dtype)
+        elif reads_like_linear(s_mod):  # Conv1D: weight stored (in, out)
+            s_mod.weight[index, :] = weight.T.to(s_mod.weight.dtype)
         else:
             out, k = s_mod.weight.shape[0], len(kept)
             s_mod.weight[:, index] = weight.reshape(out, k, *s_mod.kernel_size).to(s_mod.weight.dtype)
@@ -187,7 +193,16 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: torch.T
             s_mod.bias.copy_(solution[n].to(s_mod.bias.dtype))
 
 
-def reconstruct(student: nn.Module, teacher: nn.Module, keep: dict[str, dict[str, torch.Tensor]], batches: list[Any],
+def _solve_normal_equations(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+    """``gram^-1 cross`` for a symmetric positive-definite ``gram``, through its Cholesky factor
+    (an LU solve where the factorisation fails, e.g. an input that is constant over the data)."""
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        return torch.linalg.solve(gram, cross)
+    return torch.cholesky_solve(cross, factor)
+
+
+def reconstruct(student: nn.Module, teacher: nn.Module, keep: Mapping[str, Mapping[str, Any]], batches: list[Any],
                 run: Callable[[nn.Module, Any], Any], *, ridge: float = 1e-3, progress: bool = True,
                 token_mask: Callable[[Any], torch.Tensor | None] | None = None,
                 residual_sums: dict[str, str] | None = None) -> list[str]:
@@ -196,7 +211,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, keep: dict[str, dict[str
     Args:
         student: the pruned (or masked) model, changed in place.
         teacher: the model before pruning.
-        keep: module path -> axis -> kept positions (the ``"in"`` axes are used).
+        keep: module path -> axis -> kept positions (numpy arrays, lists or tensors; the ``"in"``
+            axes are used).
         batches: calibration batches; ``run(model, batch)`` runs a forward pass on one.
         token_mask: ``token_mask(batch)`` gives a (batch, tokens) mask of real tokens; padding
             rows are then left out of the fit (see :func:`refit_layer`).
