@@ -80,7 +80,7 @@ def _record_gradients(stats: Statistics, model: Any, members, grads: dict[tuple[
             entry.grad_numel = _add(entry.grad_numel, np.full(rows.shape[0], rows.shape[1], dtype=np.int64))
             if per_weight:
                 key = (path, view.name)
-                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), np.abs(grad).astype(np.float32))
+                stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), rows.astype(np.float32))  # as rows
         for view in rule.outgoing(axis):
             grad = grads.get((path, view.name))
             if grad is None:
