@@ -79,4 +79,4 @@ def loss_and_gradients(model: Any, loss_fn: LossFn, x: Any, y: Any) -> tuple[flo
     backend = keras.backend.backend()
     if backend not in _BY_BACKEND:
         raise UnsupportedModelError(f"Keras backend {backend!r} is not supported; supported: {', '.join(_BY_BACKEND)}")
-    return _BY_BACKEND[backend](model, loss_fn, x, y)
+    return _BY_BACKEND[backend](model, loss_fn, keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
