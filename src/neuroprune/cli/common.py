@@ -60,10 +60,12 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         return "zoo", spec[4:]
     if spec.startswith("hf:") and spec[3:]:
         return "hf", spec[3:]
+    if spec.startswith("keras:") and spec[6:]:  # a Keras 3 model file (neuroprune.keras.cli)
+        return "keras", spec[6:]
     path, sep, function = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not function:
         raise ConfigError([f"model spec {spec!r} must be zoo:NAME (one of {', '.join(ZOO)}), hf:DIR_OR_NAME "
-                           "(a Hugging Face transformers model) or path/to/file.py:build_fn"])
+                           "(a Hugging Face transformers model), keras:PATH.keras or path/to/file.py:build_fn"])
     return path, function
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from neuroprune.core.backend import Keep, WeightRows, register_backend
 from neuroprune.core.errors import ConfigError
 from neuroprune.core.groups import DependencyGraph
-from neuroprune.keras import io
+from neuroprune.keras import checkpoint, io
 from neuroprune.keras.graph import discover
 from neuroprune.keras.layers import rule_for, weights_by_name
 from neuroprune.keras.masks import apply_masks
@@ -165,10 +165,14 @@ class KerasBackend:
             digest.update(np.ascontiguousarray(array).tobytes())
         return {"weights": digest.hexdigest(), "data": task.fingerprint() if hasattr(task, "fingerprint") else ""}
 
-    def _no_checkpoints(self, *args, **kwargs):
-        raise ConfigError(["checkpoints (checkpoint=, resume) are not supported for Keras models yet"])
+    def check_checkpoint(self, folder) -> None:
+        checkpoint.check_checkpoint_folder(folder)
 
-    check_checkpoint = save_checkpoint = load_checkpoint = _no_checkpoints
+    def save_checkpoint(self, folder, model: Any, state, config, fingerprint: dict[str, str] | None) -> None:
+        checkpoint.save_checkpoint(folder, model, state, config, fingerprint)
+
+    def load_checkpoint(self, folder, original: Any, config, fingerprint: dict[str, str] | None):
+        return checkpoint.load_checkpoint(folder, original, config, fingerprint)
 
 
 register_backend(KerasBackend(), replace=True)

@@ -137,6 +137,10 @@ class KerasClassificationTask:
         x, y = self.splits["train"]
         model.fit(x, y, batch_size=self.batch_size, epochs=epochs, shuffle=True, verbose=1 if progress else 0)
 
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split (the CLI's report entry)."""
+        return {f"{split}_samples": len(x) for split, (x, _) in self.splits.items()}
+
     def fingerprint(self) -> str:
         """A sha256 of every split and of how batches are drawn."""
         digest = hashlib.sha256()
