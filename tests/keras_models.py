@@ -82,3 +82,19 @@ def first_units(graph, fraction=0.5):
 
 def as_numpy_keep(keep):
     return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
+
+
+def check_write_up_keras(tmp_path, load_example):
+    """examples/write_up_keras.py on tiny settings (skipped without keras): smaller, reloads identically."""
+    import pytest
+
+    pytest.importorskip("keras")
+    example = load_example("write_up_keras")
+    summary = example.main(["--make-demo-npz", "mnist.npz", "--epochs", "2", "--samples", "400", "--steps", "2",
+                            "--finetune-epochs", "1", "--quiet"])
+    result = summary["result"]
+    assert summary["reloaded_equal"] and summary["dense_accuracy"] > 0.5
+    assert result.plan.adapter == "keras" and result.report["config"]["criterion"] == "seed"
+    assert [layer["name"] for layer in result.report["layers"]] == ["fc1", "fc2"]
+    assert result.report["after"]["params"] < result.report["before"]["params"] == 784 * 128 + 128 + 128 * 64 + 64 + 650
+    assert (tmp_path / "write-up-keras-out" / "model.keras").is_file()
