@@ -18,18 +18,16 @@ def keras():
 def mlp(sizes=(784, 128, 64, 10), seed=0):
     """The write-up's Sequential MLP (softmax output)."""
     k = keras()
-    k.utils.set_random_seed(seed)
     layers = [k.Input((sizes[0],))]
     for i, width in enumerate(sizes[1:-1]):
-        layers.append(k.layers.Dense(width, activation="relu", name=f"fc{i + 1}"))
-    layers.append(k.layers.Dense(sizes[-1], activation="softmax", name="out"))
-    return k.Sequential(layers, name="mlp")
+        layers.append(k.layers.Dense(width, activation="relu", name=f"fc{i + 1}", kernel_initializer="zeros"))
+    layers.append(k.layers.Dense(sizes[-1], activation="softmax", name="out", kernel_initializer="zeros"))
+    return randomise(k.Sequential(layers, name="mlp"), seed)
 
 
 def residual_cnn(seed=0):
     """Conv + BN + residual Add + Concatenate + pooling + Flatten + Dense, with a keras.ops node."""
     k = keras()
-    k.utils.set_random_seed(seed)
     inp = k.Input((8, 8, 3))
     x = k.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
     x = k.layers.BatchNormalization(name="bn1")(x)
@@ -43,17 +41,21 @@ def residual_cnn(seed=0):
     d = k.layers.Dense(7, activation="relu", name="d1")(f)
     d = k.layers.Dropout(0.1)(d)
     out = k.layers.Dense(3, name="out")(d)
-    model = k.Model(inp, out, name="rescnn")
-    randomise_norms(model)
-    return model
+    return randomise(k.Model(inp, out, name="rescnn"), seed)
 
 
-def randomise_norms(model):
-    """Non-trivial BatchNorm statistics, so masks and surgery are tested on real values."""
-    rng = np.random.default_rng(1)
+def randomise(model, seed=0):
+    """Random weights set from numpy (layers are built with zeros initialisers: random ones compile once
+    per shape on jax) and non-trivial BatchNorm statistics, so masks and surgery see real values."""
+    rng = np.random.default_rng(seed)
     for layer in _all_layers(model):
+        arrays = layer.get_weights()
         if type(layer).__name__ == "BatchNormalization":
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in arrays])
+        elif arrays:
+            fan_in = max(int(np.prod(arrays[0].shape[:-1])), 1)
+            layer.set_weights([(rng.normal(size=w.shape) * np.sqrt(2 / fan_in)).astype("float32") for w in arrays])
+    return model
 
 
 def _all_layers(model):
