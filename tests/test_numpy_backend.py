@@ -241,3 +241,26 @@ def test_a_rolled_back_numpy_attempt_restores_the_weights_bit_for_bit(backend):
     assert not step["accepted"] and "> tolerance 0.0" in step["reason"]
     assert all(np.array_equal(result.model.arrays[k], v) for k, v in model.arrays.items())
     assert False in backend.agreed
+
+
+class RankZeroSaysNo(NumpyBackend):
+    """As on a rank whose own validation passed while rank 0's failed: the agreed verdict wins."""
+
+    name = "numpy-rank-zero-says-no"
+
+    def agree(self, value):
+        return False if isinstance(value, bool) else super().agree(value)
+
+
+def test_the_loop_follows_the_agreed_verdict_not_its_own():
+    backend = register_backend(RankZeroSaysNo())
+    register_criterion(RowNorm())
+    try:
+        model = numpy_mlp()
+        result = prune(model, NumpyTask(), PruneConfig(criterion="numpy_row_norm", ratio=0.5, tolerance=0.0,
+                                                        max_retries=0, progress=False))
+    finally:
+        unregister_backend(backend.name)
+        _CRITERIA.pop(RowNorm.name)
+    assert not result.report["steps"][0]["accepted"]  # locally within tolerance, rolled back as agreed
+    assert all(np.array_equal(result.model.arrays[k], v) for k, v in model.arrays.items())

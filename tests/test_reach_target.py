@@ -46,6 +46,8 @@ class HalfAtATimeTask(ClassificationTask):
     """Validation fails when one step masks more than half of the first layer's neurons that were
     there after the last recovery (the task's own ``finetune`` is the loop's recovery)."""
 
+    capabilities = ClassificationTask.capabilities | {"own_recovery"}
+
     def __init__(self, data, width: int, **kwargs):
         super().__init__(data, **kwargs)
         self.recovered = width

@@ -1,5 +1,12 @@
 """The pruning loop: score -> select -> mask -> validate -> accept (surgery) or roll back.
 
+A state machine over :class:`~neuroprune.core.loop_state.LoopState`, written against two protocols
+only: the model is reached through its :class:`~neuroprune.core.backend.Backend` (discover, mask,
+apply_keep, reconstruct, recover, measure, checkpoints) and the problem through
+:class:`~neuroprune.core.tasks.Task` and the capabilities it declares. No framework is imported
+here; every decision (limits, units removed, accept / roll back) passes ``backend.agree`` so that
+many processes stay in step.
+
 Example:
     >>> from neuroprune.data import load_digits
     >>> from neuroprune.tasks.classification import ClassificationTask

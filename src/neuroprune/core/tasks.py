@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,17 +57,28 @@ class Task(Protocol):
 def capabilities_of(task: Any) -> frozenset[str]:
     """The abilities ``task`` declares in ``capabilities``.
 
-    A task written before capabilities were declared (no ``capabilities`` attribute) gets the
-    ones whose method it has, so user tasks keep working; this is the only place that looks.
+    For one release, a task that has a capability's method without declaring it (a task written
+    before capabilities were declared, or a subclass that adds ``finetune``) still gets it, with a
+    :class:`DeprecationWarning` once per class; this is the only place that looks for methods.
     """
     declared = getattr(task, "capabilities", None)
-    if declared is None:
-        return frozenset(name for name, method in _METHODS.items() if callable(getattr(task, method, None)))
-    unknown = sorted(set(declared) - set(CAPABILITIES))
+    unknown = sorted(set(declared or ()) - set(CAPABILITIES))
     if unknown:
         raise ConfigError([f"{type(task).__name__}.capabilities names {', '.join(map(repr, unknown))}; "
                            f"known capabilities: {', '.join(CAPABILITIES)}"])
-    return frozenset(declared)
+    declared = frozenset(declared or ())
+    found = frozenset(name for name, method in _METHODS.items() if callable(getattr(task, method, None)))
+    undeclared = found - declared
+    if undeclared and type(task) not in _WARNED:
+        _WARNED.add(type(task))
+        warnings.warn(f"{type(task).__name__} has {', '.join(sorted(_METHODS[n] for n in undeclared))} but does not "
+                      f"declare {', '.join(sorted(undeclared))} in its capabilities; add "
+                      f"`capabilities = frozenset({sorted(declared | undeclared)})` (undeclared methods will be "
+                      "ignored in the next release)", DeprecationWarning, stacklevel=3)
+    return declared | undeclared
+
+
+_WARNED: set[type] = set()
 
 
 def bind_task(task: Any, model: Any) -> Any:
