@@ -27,9 +27,9 @@ from neuroprune.core.selection import counts_for_ratio, normalise, select_units
 # ---- reference: the selection code before vectorisation (unchanged copy) --------------------
 
 
-def old_lowest_units(group: Group, scores: torch.Tensor, count: int) -> np.ndarray:
+def old_lowest_units(group: Group, scores: np.ndarray, count: int) -> np.ndarray:
     candidates = np.nonzero(group.prunable)[0]
-    order = candidates[np.argsort(scores.numpy()[candidates], kind="stable")]
+    order = candidates[np.argsort(np.asarray(scores)[candidates], kind="stable")]
     per_member = [np.bincount(m.unit_of[m.unit_of >= 0], minlength=group.size) for m in group.members]
     remaining = [int((m.unit_of >= 0).sum()) for m in group.members]
     chosen = []
@@ -73,7 +73,7 @@ def old_counts_for_ratio(graph, scores, original, ratio, *, scope="local", min_w
     need = max(0, math.floor(ratio * total0 + 1e-9) - removed_so_far)
     candidates = []
     for group in pooled:
-        normalised = normalise(scores[group.name]).numpy()
+        normalised = np.asarray(normalise(scores[group.name]))
         for unit in np.nonzero(group.prunable)[0]:
             candidates.append((float(normalised[unit]), group.name, int(unit)))
     candidates.sort()
@@ -143,7 +143,7 @@ def best_of(fn, repeats: int):
 
 
 def same_keep(a, b) -> bool:
-    return a.keys() == b.keys() and all(a[p].keys() == b[p].keys() and all(torch.equal(a[p][x], b[p][x]) for x in a[p])
+    return a.keys() == b.keys() and all(a[p].keys() == b[p].keys() and all(np.array_equal(np.asarray(a[p][x]), np.asarray(b[p][x])) for x in a[p])
                                         for p in a)
 
 
@@ -158,7 +158,8 @@ def main() -> None:
     graph = llama_ffn_graph(args.groups, args.units)
     generator = torch.Generator().manual_seed(0)
     # rounded scores so that ties occur, as they do with real statistics
-    scores = {g.name: torch.round(torch.rand(g.size, generator=generator) * 1000) / 1000 for g in graph.groups}
+    scores = {g.name: (torch.round(torch.rand(g.size, generator=generator) * 1000) / 1000).double().numpy()
+              for g in graph.groups}
     rows = []
     for scope in ("local", "global"):
         kwargs = dict(scope=scope, min_width=1, round_to=8)

@@ -188,3 +188,28 @@ def test_reconstruct_refits_a_gpt2_conv1d_like_the_equivalent_linear():
     torch.testing.assert_close(transposed[2].weight.T, linear[2].weight)
     torch.testing.assert_close(transposed[2].bias, linear[2].bias)
     assert not torch.equal(linear[2].weight, teacher[2].weight)  # it did re-fit
+
+
+def test_reconstruct_on_gpt2_refits_its_conv1d_projections_and_brings_the_outputs_closer():
+    transformers = pytest.importorskip("transformers")
+    from neuroprune.torch.adapters import adapter_for
+    from neuroprune.torch.surgery import apply_keep
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=1, n_head=4)
+    teacher = transformers.GPT2LMHeadModel(config).eval()
+    graph = adapter_for(teacher).discover(teacher, None)
+    ffn = next(g for g in graph.groups if g.name.endswith("mlp"))
+    keep = graph.keep_indices({ffn.name: np.arange(0, ffn.size, 2)})
+    batches = [torch.randint(0, 50, (4, 16)) for _ in range(4)]
+    run = lambda m, b: m(input_ids=b).logits  # noqa: E731
+    plain = apply_keep(teacher, keep)
+    refitted = apply_keep(teacher, keep)
+    # refit after surgery: the student's input already lacks the removed neurons
+    kept_in = {path: axes for path, axes in keep.items() if "in" in axes}
+    fitted = reconstruct(refitted, teacher, {p: {"in": np.arange(len(a["in"]))} for p, a in kept_in.items()},
+                         batches, run, progress=False)
+    assert fitted == ["transformer.h.0.mlp.c_proj"]
+    with torch.no_grad():
+        error = lambda m: sum(float((run(m, b) - run(teacher, b)).pow(2).mean()) for b in batches)  # noqa: E731
+        assert error(refitted) < 0.5 * error(plain)

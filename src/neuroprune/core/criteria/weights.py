@@ -5,8 +5,8 @@ Example:
     >>> w = np.array([[0.8, 0.3, 0.5], [0.2, 0.6, 0.1]])
     >>> g = np.array([[0.4, 0.1, 0.2], [0.05, 0.3, 0.1]])
     >>> f = np.array([[10.0, 5, 7], [5, 10, 8]])
-    >>> seed_formula(w, g, f).round(4).tolist()
-    [2.5312, 2.1444]
+    >>> seed_formula(w, g, f).round(5).tolist()
+    [2.53125, 2.14444]
 
 The write-up prints 2.98 / 0.9 = 3.3111 for neuron j; its own inputs give 1.93 / 0.9 = 2.1444.
 """
