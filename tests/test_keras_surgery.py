@@ -144,3 +144,19 @@ def test_random_functional_graphs(case):
         return
     check_model(model, np.random.default_rng(0).random((2, 6, 6, 2), dtype=np.float32),
                 removal_of=lambda graph: first_units(graph, fraction))
+
+
+def test_embedding_and_depthwise_convolution(tmp_path):
+    k = keras()
+    tokens = k.Input((5,), dtype="int32")
+    e = k.layers.Embedding(11, 6, name="emb", embeddings_initializer="zeros")(tokens)
+    x = k.layers.Reshape((5, 1, 6))(e)
+    x = k.layers.DepthwiseConv2D((3, 1), padding="same", name="dw", depthwise_initializer="zeros")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    model = randomise(k.Model(tokens, k.layers.Dense(3, name="out")(x)))
+    graph = discover(model)
+    members = {f"{m.path}:{m.axis}" for m in graph.group("emb").members}
+    assert {"emb:out", "dw:features", "out:in"} <= members and any(m.endswith(":features") and "reshape" in m
+                                                                   for m in members)
+    pruned = check_model(model, np.random.default_rng(0).integers(0, 11, (4, 5)).astype("int32"), tmp_path=tmp_path)
+    assert pruned.get_layer("emb").output_dim == 3 and pruned.get_layer("dw").get_weights()[0].shape[-2] == 3

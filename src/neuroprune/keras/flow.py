@@ -61,7 +61,8 @@ class Call:
 
 def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
-    return sorted(PASS_LAYERS | MERGE | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization",
+    return sorted(PASS_LAYERS | MERGE | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
+                                         "DepthwiseConv1D", "DepthwiseConv2D",
                                          "LayerNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"})
 
 
@@ -161,6 +162,12 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         return _projection(ids, call)
     if name == "BatchNormalization":
         return _channelwise(ids, call)
+    if name == "Embedding":
+        return [ids.producer_axis(call.path, "out", int(call.config["output_dim"]))]
+    if name in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        if call.config.get("depth_multiplier", 1) != 1 or not _channels_last(call.config):
+            return _freeze_inputs(ids, call, "depthwise convolution with depth_multiplier > 1 or channels_first")
+        return _channelwise(ids, Call(call.path, name, {"axis": -1}, call.inputs, call.shapes))
     if name == "LayerNormalization":
         _freeze_inputs(ids, call, "LayerNormalization normalises over all channels, so removing one changes the others")
         return [call.inputs[0]]

@@ -109,6 +109,8 @@ class LayerRule:
 
     def incoming(self, axis: str, kernel_shape: tuple[int, ...] = ()) -> list[RowsView]:
         """Weights that compute the units of ``axis``, as rows (kernel only, like the torch side)."""
+        if axis == "out" and "embeddings" in self.weights.get("out", {}):  # one row per feature, over the vocabulary
+            return [RowsView("embeddings", _rows_along(-1))]
         if axis != "out" or "kernel" not in self.weights.get("out", {}):
             return []
         positions = int(np.prod(kernel_shape[:-2])) if self.kernel_rank and kernel_shape else 1
@@ -134,6 +136,9 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(("Conv2D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=2),
     LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
     LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
+    LayerRule(("Embedding",), {"out": {"embeddings": -1}}, {"out": "output_dim"}),
+    # depth_multiplier 1: output channel c is input channel c filtered alone
+    LayerRule(("DepthwiseConv1D", "DepthwiseConv2D"), {"features": {"kernel": -2, "bias": 0}}, {"features": None}),
     LayerRule(("Reshape",), {"features": {}}, {"features": "target_shape"}),
     LayerRule(("InputLayer",), {"features": {}}, {"features": "batch_shape"}),  # of a nested model
 )
