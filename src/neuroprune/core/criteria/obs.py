@@ -34,14 +34,15 @@ DEFAULT_DAMPING = 0.01
 LINEAR_TYPES = ("Linear", "Conv1D")
 
 
-def _inverse_spd(h: Any) -> Any:
-    """Inverse of a symmetric positive-definite matrix through its Cholesky factor."""
+def _inverse_factor(h: Any) -> Any:
+    """``L^-1`` for the Cholesky factor ``L`` of a symmetric positive-definite ``h``, so that
+    ``h^-1 = L^-T L^-1``: its columns give the diagonal and the diagonal blocks of ``h^-1``."""
     xp = namespace(h)
     factor = xp.linalg.cholesky(h)
-    if compat.is_torch_array(factor):
-        return factor.cholesky_inverse()  # LAPACK potri on the factor
-    inverse_factor = xp.linalg.inv(factor)
-    return xp.matrix_transpose(inverse_factor) @ inverse_factor
+    identity = xp.eye(h.shape[0], dtype=h.dtype, device=compat.device(h))
+    if compat.is_torch_array(factor):  # a triangular solve (the standard API has none; numpy neither)
+        return xp.linalg.solve_triangular(factor, identity, upper=False)
+    return xp.linalg.inv(factor)
 
 
 def removal_costs(weight: Any, gram: Any, unit_of: Any, units: int, damping: float = DEFAULT_DAMPING) -> np.ndarray:
@@ -68,7 +69,7 @@ def removal_costs(weight: Any, gram: Any, unit_of: Any, units: int, damping: flo
     inputs = size - 1
     damp = damping * max(float(xp.mean(xp.linalg.diagonal(h)[:inputs])), 1e-12)
     on_diagonal = xp.asarray(np.r_[np.full(inputs, damp), 0.0], dtype=xp.float64, device=device)
-    h_inv = _inverse_spd(h + xp.eye(size, dtype=xp.float64, device=device) * on_diagonal)
+    inverse_factor = _inverse_factor(h + xp.eye(size, dtype=xp.float64, device=device) * on_diagonal)
     w = xp.astype(like(weight, h), xp.float64)
     unit_of = np.asarray(unit_of, dtype=np.int64)
     costs = np.zeros(units, dtype=np.float64)
@@ -80,11 +81,14 @@ def removal_costs(weight: Any, gram: Any, unit_of: Any, units: int, damping: flo
         first = np.searchsorted(unit_of[order], members)
         blocks = order[first[:, None] + np.arange(width)[None, :]]
         index = xp.asarray(blocks, device=device)
-        if width == 1:  # one column per unit: ||W_:,j||^2 / (H^-1)_jj
+        if width == 1:  # one column per unit: ||W_:,j||^2 / (H^-1)_jj, (H^-1)_jj = ||L^-1 e_j||^2
             column = index[:, 0]
-            per_unit = xp.sum(xp.take(w, column, axis=1) ** 2, axis=0) / xp.take(xp.linalg.diagonal(h_inv), column)
+            inverse_diagonal = xp.sum(xp.take(inverse_factor, column, axis=1) ** 2, axis=0)
+            per_unit = xp.sum(xp.take(w, column, axis=1) ** 2, axis=0) / inverse_diagonal
         else:  # tr(W_B ((H^-1)_BB)^-1 W_B^T) = ||C^-1 W_B^T||^2 with C C^T = (H^-1)_BB, all blocks at once
-            factor = xp.linalg.cholesky(h_inv[index[:, :, None], index[:, None, :]])
+            block_columns = xp.permute_dims(inverse_factor[:, index], (1, 0, 2))  # (units, inputs + 1, width)
+            inverse_blocks = xp.matrix_transpose(block_columns) @ block_columns  # (H^-1)_BB: (units, width, width)
+            factor = xp.linalg.cholesky(inverse_blocks)
             columns = xp.permute_dims(w[:, index], (1, 2, 0))  # (units, width, outputs)
             solved = xp.linalg.solve(factor, columns)
             per_unit = xp.sum(solved * solved, axis=(1, 2))

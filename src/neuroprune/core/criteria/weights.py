@@ -51,7 +51,8 @@ class MagnitudeCriterion(Criterion):
         for group in data.graph.groups:
             per_position = {}
             for member in group.members:
-                parts = [row_sums(view.rows, p) for view in data.weight_rows(member.path, member.axis, outgoing=outgoing)]
+                views = data.weight_rows(member.path, member.axis, outgoing=outgoing)
+                parts = [row_sums(view.rows, p) for view in views]
                 if parts:
                     per_position[(member.path, member.axis)] = np.sum(parts, axis=0)
             scores[group.name] = sum_to_units(group, per_position) ** (1.0 / p)
