@@ -15,7 +15,7 @@ VISION_VENV ?= .venv-vision
 VISION_BIN := $(VISION_VENV)/bin
 TORCH_PIN := $(firstword $(TORCH_SPEC))
 
-.PHONY: setup demo test test-dist bench bench-distributed clean test-vision bench-architectures
+.PHONY: setup demo test test-dist test-keras-jax bench bench-distributed clean test-vision bench-architectures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,9 @@ bench-distributed: setup
 
 clean:
 	rm -rf $(VENV) $(VISION_VENV) neuroprune-out .pytest_cache .hypothesis
+
+# The Keras frontend's tests on Keras's jax backend (the default suite runs them on torch).
+test-keras-jax: setup
+	$(BIN)/pip install --quiet -e ".[keras-jax]"
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/test_keras_graph.py tests/test_keras_surgery.py \
+		tests/test_keras_backend.py tests/test_keras_jax.py -m "slow or not slow"

@@ -277,6 +277,8 @@ def test_docstring_examples(name):
         pytest.skip(f"slow: {SLOW_MODULES[name]}")
     if name in HF_MODULES:
         pytest.importorskip("transformers")
+    if name.startswith("neuroprune.keras") and importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (pip install neuroprune[keras])")
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

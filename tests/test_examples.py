@@ -64,6 +64,14 @@ def test_write_up_scenario(tmp_path, monkeypatch, capsys):
     npr.load_weights(example.build(), tmp_path / "dense.safetensors")
 
 
+def test_write_up_keras(tmp_path, monkeypatch):
+    """The scenario in Keras 3 (keras is optional: the check lives in tests/keras_models.py and skips without it)."""
+    from keras_models import check_write_up_keras
+
+    monkeypatch.chdir(tmp_path)
+    check_write_up_keras(tmp_path, load_example)
+
+
 def test_write_up_scenario_needs_data(capsys):
     with pytest.raises(SystemExit):
         load_example("write_up_scenario").main([])

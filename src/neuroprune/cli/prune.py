@@ -56,7 +56,8 @@ def register(subparsers) -> None:
         "prune", help="prune a model on a data set", description="Score, remove, validate and recover neurons.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", required=True, help="zoo:NAME, path/to/file.py:build_fn (a function returning the "
-                        "model) or hf:DIR_OR_NAME (a transformers model folder; FFN neurons and attention heads)")
+                        "model), hf:DIR_OR_NAME (a transformers model folder; FFN neurons and attention heads) or "
+                        "keras:PATH.keras (a Keras 3 Sequential or Functional model)")
     parser.add_argument("--weights", help="trained weights: .safetensors or a saved state_dict")
     parser.add_argument("--allow-pickle", action="store_true", help="allow unpickling --weights (runs code from the file)")
     parser.add_argument("--train-epochs", type=int, help="train before pruning (default: 30 without --weights, else 0)")
@@ -90,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     if parse_model_spec(args.model)[0] == "hf":
         return run_hf(args, config)
-    model, task = trained_model_and_task(args, config.progress)
+    if parse_model_spec(args.model)[0] == "keras":
+        from neuroprune.cli.keras_model import keras_model_and_task
+
+        model, task = keras_model_and_task(args)
+    else:
+        model, task = trained_model_and_task(args, config.progress)
     result = run_prune_and_report(model, task, config, args)
     return target_exit(result, args)
 

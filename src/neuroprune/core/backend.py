@@ -54,9 +54,7 @@ class WeightRows:
     ``rows`` is an array of the framework's own kind (a torch tensor on the model's device, a
     numpy array, ...); criteria reduce it with the array API (``array_api_compat``) and only bring
     per-unit vectors to the host. ``input_axis`` names the axis whose units the columns read
-    (``None`` if none is observed); ``input_columns`` is an integer array mapping each column to
-    the input unit it reads (``values[input_columns]`` spreads a per-input-unit vector over the
-    columns). A backend lists the incoming weights first, then (with ``outgoing``) the reading ones.
+    (``None`` if none is observed); ``input_columns`` maps a per-input-unit vector onto the columns.
     """
 
     name: str

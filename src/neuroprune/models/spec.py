@@ -31,8 +31,8 @@ MAX_ZOO_CLASSES = 100_000
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
-    """``zoo:NAME`` -> ("zoo", NAME); ``hf:DIR_OR_NAME`` -> ("hf", DIR_OR_NAME);
-    ``path/file.py:function`` -> (path, function).
+    """``zoo:NAME`` -> ("zoo", NAME); ``hf:DIR_OR_NAME`` -> ("hf", DIR_OR_NAME); ``keras:PATH.keras``
+    -> ("keras", PATH.keras); ``path/file.py:function`` -> (path, function).
 
     Raises:
         ConfigError: the spec is none of these, naming the forms allowed.
@@ -41,10 +41,12 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         return "zoo", spec[4:]
     if spec.startswith("hf:") and spec[3:]:
         return "hf", spec[3:]
+    if spec.startswith("keras:") and spec[6:]:  # a Keras 3 model file (neuroprune.cli.keras_model)
+        return "keras", spec[6:]
     path, sep, function = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not function:
         raise ConfigError([f"model spec {spec!r} must be zoo:NAME (one of {', '.join(ZOO)}), hf:DIR_OR_NAME "
-                           "(a Hugging Face transformers model) or path/to/file.py:build_fn"])
+                           "(a Hugging Face transformers model), keras:PATH.keras or path/to/file.py:build_fn"])
     return path, function
 
 

@@ -1,0 +1,160 @@
+"""How each supported Keras layer type takes part in pruning, as data.
+
+A :class:`LayerRule` says which prunable axes a layer has, which dimension of which weight holds
+each axis (Keras lays kernels out ``(in, out)`` and ``(k..., in, out)``: channels last), which
+config entry stores the axis size, and how its weights read as ``units x fan-in`` rows for the
+criteria. Masks, surgery, statistics and scoring all read these tables; channel flow through a
+layer (for dependency discovery) lives in :mod:`neuroprune.keras.flow`.
+
+Example:
+    >>> import numpy as np
+    >>> rule = rule_for("Dense")
+    >>> kernel = np.arange(6.0).reshape(2, 3)          # (in=2, out=3)
+    >>> rule.incoming("out")[0].rows(kernel).shape      # one row per output unit
+    (3, 2)
+    >>> rule.slice_weights("out", {"kernel": kernel, "bias": np.zeros(3)}, np.array([0, 2]))["kernel"].shape
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RowsView:
+    """Weight ``name`` as ``units x fan-in`` rows of an axis; ``input_columns`` maps a per-input
+    unit vector (of axis ``input_axis``) onto the columns of ``rows``."""
+
+    name: str
+    rows: Callable[[np.ndarray], np.ndarray]
+    input_axis: str | None = None
+    input_columns: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _rows_along(dim: int) -> Callable[[np.ndarray], np.ndarray]:
+    def rows(array: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(np.asarray(array), dim, 0)
+        return moved.reshape(moved.shape[0], -1)
+
+    return rows
+
+
+def _tile_over_kernel(array_shape_of_kernel_positions: int) -> Callable[[np.ndarray], np.ndarray]:
+    # conv rows after moving "out" first are (k..., in) flattened: column = position * in + channel
+    return lambda per_input: np.tile(np.asarray(per_input), array_shape_of_kernel_positions)
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """The prunable axes of one layer type.
+
+    ``weights[axis]`` maps a weight name to the dimension holding ``axis``; ``config_keys[axis]``
+    names the config entry that stores the axis size (``None``: the size follows the input).
+    ``observed`` is the axis whose activations are the layer's (first) input, channels last.
+    """
+
+    class_names: tuple[str, ...]
+    weights: dict[str, dict[str, int]]
+    config_keys: dict[str, str | None] = field(default_factory=dict)
+    observed: str | None = None
+    kernel_rank: int = 0  # spatial dimensions of the kernel (0 for Dense)
+
+    def axes(self, layer: Any) -> dict[str, int]:
+        """Axis sizes of a built ``layer``."""
+        arrays = {w.name: tuple(w.shape) for w in layer.weights}
+        sizes = {}
+        for axis, dims in self.weights.items():
+            for name, dim in dims.items():
+                if name in arrays:
+                    sizes[axis] = int(arrays[name][dim])
+                    break
+            else:
+                key = self.config_keys.get(axis)
+                if key in SHAPE_KEYS:  # Reshape, InputLayer: the size is the shape's last entry
+                    sizes[axis] = int(layer.get_config()[key][-1])
+        return sizes
+
+    def slice_weights(self, axis: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+        """``arrays`` with positions ``keep`` of ``axis`` kept in every weight that has the axis."""
+        out = dict(arrays)
+        for name, dim in self.weights.get(axis, {}).items():
+            if name in out:
+                out[name] = np.take(out[name], keep, axis=dim)
+        return out
+
+    def zero_weights(self, axis: str, arrays: dict[str, np.ndarray], removed: np.ndarray) -> dict[str, np.ndarray]:
+        """``arrays`` with the entries of positions ``removed`` of ``axis`` set to zero (copies)."""
+        out = dict(arrays)
+        for name, dim in self.weights.get(axis, {}).items():
+            if name in out:
+                array = np.array(out[name], copy=True)
+                index = [slice(None)] * array.ndim
+                index[dim] = removed
+                array[tuple(index)] = 0
+                out[name] = array
+        return out
+
+    def resize_config(self, config: dict[str, Any], axis: str, size: int) -> None:
+        """Write the new size of ``axis`` into the layer's ``config`` (in place)."""
+        key = self.config_keys.get(axis)
+        if key in SHAPE_KEYS:
+            config[key] = [*list(config[key])[:-1], size]
+        elif key is not None:
+            config[key] = size
+
+    def incoming(self, axis: str, kernel_shape: tuple[int, ...] = ()) -> list[RowsView]:
+        """Weights that compute the units of ``axis``, as rows (kernel only, like the torch side)."""
+        if axis == "out" and "embeddings" in self.weights.get("out", {}):  # one row per feature, over the vocabulary
+            return [RowsView("embeddings", _rows_along(-1))]
+        if axis != "out" or "kernel" not in self.weights.get("out", {}):
+            return []
+        positions = int(np.prod(kernel_shape[:-2])) if self.kernel_rank and kernel_shape else 1
+        columns = _tile_over_kernel(positions) if self.kernel_rank else (lambda v: np.asarray(v))
+        return [RowsView("kernel", _rows_along(-1), input_axis="in", input_columns=columns)]
+
+    def outgoing(self, axis: str) -> list[RowsView]:
+        """Weights that read the units of ``axis``, as rows."""
+        if axis != "in" or "kernel" not in self.weights.get("in", {}):
+            return []
+        return [RowsView("kernel", _rows_along(-2))]
+
+
+#: config entries that hold a whole shape (channels last)
+SHAPE_KEYS = ("target_shape", "batch_shape")
+
+_PROJECTION = {"out": {"kernel": -1, "bias": 0}, "in": {"kernel": -2}}
+_CHANNELWISE = {"features": {"gamma": 0, "beta": 0, "moving_mean": 0, "moving_variance": 0}}
+
+RULES: tuple[LayerRule, ...] = (
+    LayerRule(("Dense",), _PROJECTION, {"out": "units", "in": None}, observed="in"),
+    LayerRule(("Conv1D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=1),
+    LayerRule(("Conv2D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=2),
+    LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
+    LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
+    LayerRule(("Embedding",), {"out": {"embeddings": -1}}, {"out": "output_dim"}),
+    # depth_multiplier 1: output channel c is input channel c filtered alone
+    LayerRule(("DepthwiseConv1D", "DepthwiseConv2D"), {"features": {"kernel": -2, "bias": 0}}, {"features": None}),
+    LayerRule(("Reshape",), {"features": {}}, {"features": "target_shape"}),
+    LayerRule(("InputLayer",), {"features": {}}, {"features": "batch_shape"}),  # of a nested model
+)
+_BY_NAME = {name: rule for rule in RULES for name in rule.class_names}
+
+
+def rule_for(class_name: str) -> LayerRule | None:
+    """The rule of a layer class (``None`` for layers without prunable axes)."""
+    return _BY_NAME.get(class_name)
+
+
+def weights_by_name(layer: Any) -> dict[str, np.ndarray]:
+    """A layer's weights as numpy arrays keyed by variable name (``kernel``, ``bias``, ...)."""
+    return {w.name: array for w, array in zip(layer.weights, layer.get_weights())}
+
+
+def set_weights_by_name(layer: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Set a layer's weights from arrays keyed by variable name."""
+    layer.set_weights([arrays[w.name] for w in layer.weights])

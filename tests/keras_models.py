@@ -1,0 +1,102 @@
+"""Small Keras models and checks shared by the tests/test_keras*.py files (torch backend by default)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+
+
+def keras():
+    import keras as k
+
+    return k
+
+
+def mlp(sizes=(784, 128, 64, 10), seed=0):
+    """The write-up's Sequential MLP (softmax output)."""
+    k = keras()
+    layers = [k.Input((sizes[0],))]
+    for i, width in enumerate(sizes[1:-1]):
+        layers.append(k.layers.Dense(width, activation="relu", name=f"fc{i + 1}", kernel_initializer="zeros"))
+    layers.append(k.layers.Dense(sizes[-1], activation="softmax", name="out", kernel_initializer="zeros"))
+    return randomise(k.Sequential(layers, name="mlp"), seed)
+
+
+def residual_cnn(seed=0):
+    """Conv + BN + residual Add + Concatenate + pooling + Flatten + Dense, with a keras.ops node."""
+    k = keras()
+    inp = k.Input((8, 8, 3))
+    x = k.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
+    x = k.layers.BatchNormalization(name="bn1")(x)
+    x = k.layers.ReLU()(x)
+    y = k.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    y = k.layers.BatchNormalization(name="bn2")(y)
+    z = k.ops.relu(k.layers.Add()([x, y]))
+    c = k.layers.Conv2D(5, 1, activation="relu", name="c3")(z)
+    cat = k.layers.Concatenate()([z, c])
+    f = k.layers.Flatten()(k.layers.MaxPooling2D()(cat))
+    d = k.layers.Dense(7, activation="relu", name="d1")(f)
+    d = k.layers.Dropout(0.1)(d)
+    out = k.layers.Dense(3, name="out")(d)
+    return randomise(k.Model(inp, out, name="rescnn"), seed)
+
+
+def randomise(model, seed=0):
+    """Random weights set from numpy (layers are built with zeros initialisers: random ones compile once
+    per shape on jax) and non-trivial BatchNorm statistics, so masks and surgery see real values."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        arrays = layer.get_weights()
+        if type(layer).__name__ == "BatchNormalization":
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in arrays])
+        elif arrays:
+            fan_in = max(int(np.prod(arrays[0].shape[:-1])), 1)
+            layer.set_weights([(rng.normal(size=w.shape) * np.sqrt(2 / fan_in)).astype("float32") for w in arrays])
+    return model
+
+
+def _all_layers(model):
+    k = keras()
+    for layer in model.layers:
+        if isinstance(layer, k.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def outputs(model, x):
+    return keras().ops.convert_to_numpy(model(x, training=False))
+
+
+def first_units(graph, fraction=0.5):
+    """Remove the first ``fraction`` of the prunable units of every group (a deterministic removal)."""
+    removal = {}
+    for group in graph.groups:
+        units = np.nonzero(group.prunable)[0]
+        n = min(len(units) - 1, max(1, int(len(units) * fraction)))
+        if n > 0:
+            removal[group.name] = units[::2][:n] if len(units[::2]) >= n else units[:n]
+    return removal
+
+
+def as_numpy_keep(keep):
+    return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
+
+
+def check_write_up_keras(tmp_path, load_example):
+    """examples/write_up_keras.py on tiny settings (skipped without keras): smaller, reloads identically."""
+    import pytest
+
+    pytest.importorskip("keras")
+    example = load_example("write_up_keras")
+    summary = example.main(["--make-demo-npz", "mnist.npz", "--epochs", "2", "--samples", "400", "--steps", "2",
+                            "--finetune-epochs", "1", "--quiet"])
+    result = summary["result"]
+    assert summary["reloaded_equal"] and summary["dense_accuracy"] > 0.5
+    assert result.plan.adapter == "keras" and result.report["config"]["criterion"] == "seed"
+    assert [layer["name"] for layer in result.report["layers"]] == ["fc1", "fc2"]
+    assert result.report["after"]["params"] < result.report["before"]["params"] == 784 * 128 + 128 + 128 * 64 + 64 + 650
+    assert (tmp_path / "write-up-keras-out" / "model.keras").is_file()
