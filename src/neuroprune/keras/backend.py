@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from collections.abc import Iterable
@@ -135,6 +136,12 @@ class KerasBackend:
     # -- many processes ---------------------------------------------------------------
     def agree(self, value: Any) -> Any:
         return value  # one process
+
+    def collective(self):
+        return contextlib.nullcontext()  # one process: nothing to keep in step
+
+    def world(self) -> tuple[int, int]:
+        return 0, 1
 
     # -- measuring -------------------------------------------------------------------
     def measure(self, model: Any, task, config, batch_sizes=(1, 64)) -> dict[str, Any]:
