@@ -23,16 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from neuroprune.torch.adapters import adapter_for
+from neuroprune.core.backend import backend_for
 from neuroprune.core.errors import ConfigError, NoPrunableLayerError, UnknownNameError
 from neuroprune.core.plan import PruningPlan
 from neuroprune.core.criteria import ScoringInput, score
 from neuroprune.core.selection import lowest_units
-from neuroprune.torch.surgery import apply_keep
-from neuroprune.torch.masks import apply_masks
 
 
 def agp_fraction(step: int, *, start: int, end: int, final: float, initial: float = 0.0, frequency: int = 1) -> float:
@@ -76,7 +72,7 @@ class GradualPruner:
         criterion: a weight-based criterion (``magnitude``, ``random``); neurons once masked stay masked.
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any, *, ratio: float, start: int, end: int,
+    def __init__(self, model: Any, example_inputs: Any, *, ratio: float, start: int, end: int,
                  frequency: int = 1, schedule: str = "agp", criterion: str = "magnitude", min_width: int = 1,
                  ignore: tuple[str, ...] = ()):
         problems = []
@@ -94,8 +90,8 @@ class GradualPruner:
             raise UnknownNameError("schedule", schedule, SCHEDULES)
         self.model, self.ratio, self.start, self.end, self.frequency = model, ratio, start, end, frequency
         self.schedule, self.criterion, self.min_width = SCHEDULES[schedule], criterion, min_width
-        self.adapter = adapter_for(model)
-        self.graph = self.adapter.discover(model, example_inputs, ignore=ignore)
+        self.backend = backend_for(model)
+        self.graph = self.backend.discover(model, example_inputs, ignore=ignore)
         if not self.graph.groups:
             raise NoPrunableLayerError("the model has no prunable layer")
         self.masked: dict[str, np.ndarray] = {g.name: np.zeros(0, dtype=np.int64) for g in self.graph.groups}
@@ -117,7 +113,7 @@ class GradualPruner:
 
     def _grow(self, fraction: float) -> None:
         options = {"seed": 0} if self.criterion == "random" else {}
-        scores = score(ScoringInput(self.model, self.graph, None), self.criterion, options)
+        scores = score(ScoringInput(self.model, self.graph, None, self.backend), self.criterion, options)  # weights only
         for group in self.graph.groups:
             count = min(math.floor(fraction * group.size + 1e-9), group.size - max(self.min_width, 1))
             values = scores[group.name].copy()
@@ -125,17 +121,15 @@ class GradualPruner:
             self.masked[group.name] = lowest_units(group, values, max(count, len(self.masked[group.name])))
         if self._handle is not None:
             self._handle.commit()  # masked weights are already zero; keep training from here
-        self._handle = apply_masks(self.model, self.graph.keep_indices(self.masked))
+        self._handle = self.backend.mask(self.model, self.graph.keep_indices(self.masked))
         self.fraction = fraction
 
-    def finalize(self) -> tuple[nn.Module, PruningPlan]:
+    def finalize(self) -> tuple[Any, PruningPlan]:
         """Remove the masked neurons for real; returns the smaller model and its plan."""
         keep = self.graph.keep_indices(self.masked)
         if self._handle is not None:
             self._handle.commit()
             self._handle = None
-        with torch.no_grad():
-            pruned = apply_keep(self.model, keep)
-        self.adapter.after_surgery(pruned)
-        plan = PruningPlan(adapter=self.adapter.name).compose(keep, self.graph.module_types, self.graph.axis_sizes)
+        pruned = self.backend.apply_keep(self.backend.clone(self.model), keep)
+        plan = PruningPlan(adapter=self.backend.name).compose(keep, self.graph.module_types, self.graph.axis_sizes)
         return pruned, plan
