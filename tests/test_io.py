@@ -54,7 +54,7 @@ def test_interrupted_save_leaves_nothing(result, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "_write_json", fail)
+    monkeypatch.setattr(io, "write_files", fail)
     with pytest.raises(OSError, match="disk full"):
         save(tmp_path / "out", result.model, result.plan, result.report)
     assert list(tmp_path.iterdir()) == []

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 #: Written first into every staging folder and removed once it is complete: proves the folder is ours.
@@ -201,6 +202,56 @@ def replace_folder(path: str | os.PathLike[str], complete: Callable[[Path], bool
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike[str], complete: Callable[[Path], bool], *,
+                  overwrite: bool) -> Iterator[Path]:
+    """:func:`replace_folder` for a result folder, after the checks every one needs: a file at the
+    path is refused (:class:`OutputPathError`), an existing folder too unless ``overwrite``
+    (:class:`OutputExistsError`); a swap an earlier run left half done is finished first.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "out"
+        >>> with output_folder(target, lambda folder: True, overwrite=False) as staging:
+        ...     _ = (staging / "model.bin").write_bytes(b"weights")
+        >>> sorted(p.name for p in target.iterdir())
+        ['model.bin']
+    """
+    from neuroprune.core.errors import OutputExistsError, OutputPathError
+
+    folder = Path(path)
+    recover_folder(folder, complete)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"output folder {str(folder)!r} is a file; a folder is wanted there")
+    if folder.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {str(folder)!r} already exists; choose another or pass overwrite")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with replace_folder(folder, complete) as staging:
+        yield staging
+
+
+def write_files(folder: Path, files: Mapping[str, object]) -> None:
+    """Write ``files`` (relative name -> content) into ``folder``, typically a staging folder of
+    :func:`replace_folder`: bytes and text as they are, anything else as indented JSON.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_files(folder, {"a.txt": "hi", "sub/b.json": {"x": 1}})
+        >>> json.loads((folder / "sub" / "b.json").read_text()), (folder / "a.txt").read_text()
+        ({'x': 1}, 'hi')
+    """
+    for name, content in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        elif isinstance(content, str):
+            target.write_text(content)
+        else:
+            target.write_text(json.dumps(content, indent=2, default=str))
 
 
 def remove_folder(path: str | os.PathLike[str]) -> None:

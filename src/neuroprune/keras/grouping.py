@@ -18,26 +18,12 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-
+from neuroprune.core.channels import ChannelIds as CoreChannelIds
 from neuroprune.core.groups import DependencyGraph, Group, GroupMember
 
 
-class ChannelIds:
-    """Ids of channels, their couplings, frozen ids and the axes of every layer seen so far."""
-
-    def __init__(self) -> None:
-        self.next_id = 0
-        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
-        self.frozen: list[tuple[np.ndarray, str]] = []
-        self.axes: dict[tuple[str, str], np.ndarray] = {}
-        self.producers: list[tuple[str, str]] = []
-
-    def new_ids(self, n: int) -> np.ndarray:
-        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
-        self.next_id += n
-        return ids
+class ChannelIds(CoreChannelIds):
+    """:class:`neuroprune.core.channels.ChannelIds` that also builds the Keras model's groups."""
 
     def fixed(self, n: int, reason: str) -> np.ndarray:
         """Fresh ids for ``n`` channels that may not be pruned."""
@@ -45,44 +31,10 @@ class ChannelIds:
         self.freeze(ids, reason)
         return ids
 
-    def couple(self, a: np.ndarray, b: np.ndarray) -> None:
-        a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-        if len(a) != len(b):
-            self.freeze(a, "channels tied to a tensor of another width")
-            self.freeze(b, "channels tied to a tensor of another width")
-            return
-        self.edges.append((a, b))
-
-    def freeze(self, ids: np.ndarray, reason: str) -> None:
-        self.frozen.append((np.asarray(ids).ravel(), reason))
-
-    def producer_axis(self, path: str, axis: str, size: int) -> np.ndarray:
-        """Ids of the units a layer computes; a layer called twice computes the same ones."""
-        key = (path, axis)
-        if key not in self.axes:
-            self.axes[key] = self.new_ids(size)
-            self.producers.append(key)
-        return self.axes[key]
-
-    def bind_axis(self, path: str, axis: str, ids: np.ndarray) -> None:
-        """Record which channels run along an axis a layer reads or carries."""
-        key = (path, axis)
-        if key in self.axes:
-            self.couple(self.axes[key], ids)
-        else:
-            self.axes[key] = np.asarray(ids)
-
     # --- groups ------------------------------------------------------------------------------
-    def _units(self) -> np.ndarray:
-        n = self.next_id
-        rows = np.concatenate([a for a, _ in self.edges]) if self.edges else np.zeros(0, dtype=np.int64)
-        cols = np.concatenate([b for _, b in self.edges]) if self.edges else np.zeros(0, dtype=np.int64)
-        matrix = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-        return connected_components(matrix, directed=False)[1]
-
     def build(self, module_types: dict[str, str], axis_sizes: dict[str, dict[str, int]]) -> DependencyGraph:
         """The groups: units ordered by first appearance along the producers."""
-        unit = self._units()
+        unit = self.unit_labels()
         # group of a unit: the units of one producer axis belong together; couplings merge groups
         group_of_unit: dict[int, int] = {}
         parent: list[int] = []

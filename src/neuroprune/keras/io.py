@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from neuroprune.core.atomic import recover_folder, replace_folder
-from neuroprune.core.errors import ConfigError, OutputExistsError, OutputPathError, PlanError
+from neuroprune.core.atomic import output_folder, write_files
+from neuroprune.core.errors import ConfigError, PlanError
 from neuroprune.core.plan import PruningPlan
 from neuroprune.keras.metrics import weight_arrays
 
@@ -51,25 +51,10 @@ def save(folder: str | os.PathLike, model: Any, plan: PruningPlan, report: dict 
     from safetensors.numpy import save_file
 
     folder = Path(folder)
-    recover_folder(folder, is_saved_folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"output folder {str(folder)!r} is a file; a folder is wanted there")
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {str(folder)!r} already exists; choose another or pass overwrite")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with replace_folder(folder, is_saved_folder) as staging:
+    with output_folder(folder, is_saved_folder, overwrite=overwrite) as staging:
         model.save(staging / KERAS_FILE)
         save_file(weight_arrays(model), str(staging / MODEL_FILE), metadata={"format": "neuroprune-keras"})
-        (staging / REPORT_FILE).write_text(json.dumps(report or {}, indent=2, default=str))
-        for name, content in (extra or {}).items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            elif isinstance(content, str):
-                target.write_text(content)
-            else:
-                target.write_text(json.dumps(content, indent=2, default=str))
+        write_files(staging, {REPORT_FILE: report or {}, **(extra or {})})
         plan_data = {**plan.to_dict(), "weights_sha256": _sha256(staging / MODEL_FILE)}
         (staging / PLAN_FILE).write_text(json.dumps(plan_data, indent=2))
 

@@ -43,8 +43,8 @@ from safetensors import SafetensorError
 
 from neuroprune.core.backend import get_backend
 from neuroprune.torch import distributed
-from neuroprune.core.atomic import recover_folder, replace_folder
-from neuroprune.core.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, PlanError, WeightsWarning
+from neuroprune.core.atomic import output_folder, recover_folder, write_files
+from neuroprune.core.errors import CheckpointError, ConfigError, PlanError, WeightsWarning
 from neuroprune.core.plan import PLAN_FORMAT, PruningPlan
 from neuroprune.torch.surgery import apply_keep
 from neuroprune.torch.layers.registry import handler_for
@@ -81,10 +81,6 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
     pruned = apply_keep(model, plan.keep(), inplace=inplace)
     get_backend(plan.adapter).after_surgery(pruned)
     return pruned
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -140,25 +136,10 @@ def save(folder: str | os.PathLike, model: nn.Module, plan: PruningPlan, report:
 
 def _write_folder(folder: Path, model: nn.Module, plan: PruningPlan, report: dict | None, *,
                   overwrite: bool, extra: dict[str, Any] | None) -> None:
-    recover_folder(folder, is_saved_folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"output folder {str(folder)!r} is a file; a folder is wanted there")
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {str(folder)!r} already exists; choose another or pass overwrite")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with replace_folder(folder, is_saved_folder) as staging:
+    with output_folder(folder, is_saved_folder, overwrite=overwrite) as staging:
         safetensors.torch.save_model(model, str(staging / MODEL_FILE))
-        _write_json(staging / REPORT_FILE, report or {})
-        for name, content in (extra or {}).items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            elif isinstance(content, str):
-                target.write_text(content)
-            else:
-                _write_json(target, content)
-        _write_json(staging / PLAN_FILE, {**plan.to_dict(), WEIGHTS_SHA256: file_sha256(staging / MODEL_FILE)})
+        write_files(staging, {REPORT_FILE: report or {}, **(extra or {})})
+        write_files(staging, {PLAN_FILE: {**plan.to_dict(), WEIGHTS_SHA256: file_sha256(staging / MODEL_FILE)}})
 
 
 def _json_depth(text: str) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuroprune.core.channels import ChannelIds
 from neuroprune.core.errors import UnsupportedModuleError
 
 Flows = dict  # tensor dimension (or tuple of dimensions) -> np.ndarray of channel ids along it
@@ -46,16 +47,12 @@ def make_key(dims: tuple[int, ...] | list[int]) -> int | tuple[int, ...]:
     return dims[0] if len(dims) == 1 else dims
 
 
-class FlowContext:
-    """Ids, couplings, frozen ids and the axes of every module seen so far."""
+class FlowContext(ChannelIds):
+    """Ids, couplings, frozen ids and the axes of every module seen so far (see
+    :class:`~neuroprune.core.channels.ChannelIds`), plus what tracing a torch graph needs."""
 
     def __init__(self) -> None:
-        self.next_id = 0
-        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
-        self.frozen: list[tuple[np.ndarray, str]] = []
-        #: (module path, axis) -> channel ids of each position, in discovery order
-        self.axes: dict[tuple[str, str], np.ndarray] = {}
-        self.producers: list[tuple[str, str]] = []
+        super().__init__()
         #: the model being traced (rules that need a module look it up here); set by discovery
         self.model: Any = None
         #: ids of grids whose units are whole slices (heads, shuffle positions): safe to merge
@@ -67,22 +64,16 @@ class FlowContext:
         self.node_ndims: dict = {}
 
     # --- ids -------------------------------------------------------------------------------
-    def new_ids(self, n: int) -> np.ndarray:
-        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
-        self.next_id += n
-        return ids
-
     def concat_ids(self, parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts)
 
     def couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Tie channels position by position; channels of different widths cannot be tied in a
+        traced graph (:class:`UnsupportedModuleError`)."""
         a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
         if len(a) != len(b):
             raise UnsupportedModuleError(f"cannot tie {len(a)} channels to {len(b)} channels")
         self.edges.append((a, b))
-
-    def freeze(self, ids: np.ndarray, reason: str) -> None:
-        self.frozen.append((np.asarray(ids).ravel(), reason))
 
     def freeze_grids(self, flows: Any, reason: str) -> Any:
         """``flows`` without grid entries (a channel split across dimensions); those are frozen.
@@ -115,22 +106,6 @@ class FlowContext:
                 self.freeze_all(item, reason)
 
     # --- module axes -----------------------------------------------------------------------
-    def producer_axis(self, path: str, axis: str, size: int) -> np.ndarray:
-        """Ids of the neurons a module computes; a module called twice computes the same ones."""
-        key = (path, axis)
-        if key not in self.axes:
-            self.axes[key] = self.new_ids(size)
-            self.producers.append(key)
-        return self.axes[key]
-
-    def bind_axis(self, path: str, axis: str, ids: np.ndarray) -> None:
-        """Record which channels run along an axis a module reads or carries."""
-        key = (path, axis)
-        if key in self.axes:
-            self.couple(self.axes[key], ids)
-        else:
-            self.axes[key] = np.asarray(ids)
-
     def couple_along_others(self, grid: np.ndarray, axis: int) -> None:
         """Couple the ids at each position along ``axis`` across all other axes of ``grid``."""
         per_position = _moved(grid, axis)

@@ -217,17 +217,6 @@ def _empty_like(value: Any) -> Any:
     return None
 
 
-def _components(ctx: FlowContext) -> np.ndarray:
-    """Connected component label of every channel id under the couplings."""
-    n = ctx.next_id
-    if ctx.edges:
-        rows = np.concatenate([a for a, _ in ctx.edges])
-        cols = np.concatenate([b for _, b in ctx.edges])
-    else:
-        rows = cols = np.zeros(0, dtype=np.int64)
-    return component_labels(n, rows, cols)
-
-
 def _shared_parameter_paths(model: nn.Module, paths: Iterable[str]) -> set[str]:
     owners: dict[int, set[str]] = {}
     for path in paths:
@@ -288,7 +277,7 @@ def _refuse_unhandled_parameters(model: nn.Module) -> None:
 def build_groups(model: nn.Module, ctx: FlowContext) -> DependencyGraph:
     """Turn ids, couplings and frozen ids into :class:`Group` objects."""
     ctx.freeze_unsettled_splits()
-    unit = _components(ctx)
+    unit = ctx.unit_labels()
     paths = {path for path, _ in ctx.axes}
     for path in _shared_parameter_paths(model, paths):
         for (p, axis), ids in list(ctx.axes.items()):
