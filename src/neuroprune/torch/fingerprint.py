@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from neuroprune.core.tasks import capabilities_of
+
 
 def _feed(digest: Any, value: Any) -> None:
     """Add ``value`` (tensors, arrays, text, numbers, lists, dicts, nested) to ``digest``, type-tagged."""
@@ -67,7 +69,6 @@ def fingerprint_data(task: Any) -> str:
     A task that declares ``fingerprint()`` (both built-in tasks do) gives its own; any other is
     fingerprinted by its calibration batches and example input.
     """
-    own = getattr(task, "fingerprint", None)
-    if callable(own):
-        return own()
+    if "fingerprint" in capabilities_of(task):
+        return task.fingerprint()
     return fingerprint_values(task.calibration_batches(), task.example_input())

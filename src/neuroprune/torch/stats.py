@@ -33,7 +33,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from neuroprune.core.errors import DataError, NonFiniteError
-from neuroprune.core.statistics import AxisStats, Statistics
+from neuroprune.core.statistics import AxisStats, Statistics  # noqa: F401  (AxisStats: old import path)
+from neuroprune.core.tasks import token_mask_of
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.torch import distributed
 from neuroprune.torch.modes import module_modes, restore_modes
@@ -286,4 +287,4 @@ def statistics_for(needs, model: nn.Module, graph: DependencyGraph, task, *, thr
     return collect_statistics(model, graph, task.calibration_batches(), task.loss, activations=needs.activations,
                               gradients=needs.gradients, per_weight=needs.per_weight, gram=needs.gram,
                               threshold=threshold, progress=progress, desc=desc,
-                              token_mask=getattr(task, "token_mask", None))
+                              token_mask=token_mask_of(task))

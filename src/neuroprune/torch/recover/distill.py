@@ -33,6 +33,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from neuroprune.core.errors import ConfigError
+from neuroprune.core.tasks import capabilities_of
 from neuroprune.torch.recover.training import training_step
 
 
@@ -73,7 +74,7 @@ def distill(model: nn.Module, task, *, epochs: int = 1, max_seconds: float | Non
     trainable = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in frozen)]
     if epochs == 0 or not trainable:
         return result
-    loss_fn = getattr(task, "distill_loss", None) or task.loss
+    loss_fn = task.distill_loss if "distill_loss" in capabilities_of(task) else task.loss
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
     model.eval()
     for p in frozen:
