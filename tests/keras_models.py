@@ -8,6 +8,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
+from neuroprune.core.selection import spare_every_member  # noqa: E402
+
 
 def keras():
     import keras as k
@@ -78,7 +80,9 @@ def first_units(graph, fraction=0.5):
         units = np.nonzero(group.prunable)[0]
         n = min(len(units) - 1, max(1, int(len(units) * fraction)))
         if n > 0:
-            removal[group.name] = units[::2][:n] if len(units[::2]) >= n else units[:n]
+            chosen = units[::2][:n] if len(units[::2]) >= n else units[:n]
+            # as the selection does: never every unit of one member layer (concat + residual groups)
+            removal[group.name] = spare_every_member(group, np.arange(group.size, dtype=float), chosen)
     return removal
 
 

@@ -204,6 +204,30 @@ def counts_for_threshold(graph: DependencyGraph, scores: Scores, threshold: floa
 
 
 def select_units(graph: DependencyGraph, scores: Scores, counts: dict[str, int]) -> dict[str, np.ndarray]:
-    """The lowest-scored units of each group, ``counts[name]`` of them."""
-    return {g.name: lowest_units(g, scores[g.name], counts.get(g.name, 0))
+    """The lowest-scored units of each group, ``counts[name]`` of them, never all the units a member
+    layer has (:func:`spare_every_member`)."""
+    return {g.name: spare_every_member(g, scores[g.name], lowest_units(g, scores[g.name], counts.get(g.name, 0)))
             for g in graph.groups if counts.get(g.name, 0) > 0}
+
+
+def spare_every_member(group: Group, scores: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """``removed`` without the best-scored unit of any member axis it would empty.
+
+    A group may join producers that each hold only some of its units (layers concatenated, then
+    added to a residual): removing all of one producer's units would leave a layer of width 0.
+
+    Example:
+        >>> from neuroprune.core.groups import GroupMember
+        >>> g = Group("g", 4, [GroupMember("a", "out", np.array([0, 1])), GroupMember("b", "out", np.array([2, 3]))],
+        ...           np.ones(4, dtype=bool), [("a", "out"), ("b", "out")])
+        >>> spare_every_member(g, np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 2])).tolist()
+        [0, 2]
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    gone = np.zeros(group.size, dtype=bool)
+    gone[removed] = True
+    for member in group.members:
+        units = member.unit_of[(member.unit_of >= 0) & (member.unit_of < group.size)]
+        if len(units) and gone[units].all():
+            gone[units[np.argmax(values[units])]] = False
+    return np.nonzero(gone)[0]
