@@ -6,6 +6,7 @@ tests/test_distributed.py (which runs them in one process and compares).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,7 +118,7 @@ def measure(name: str, n_batches: int = 5, *, ddp: bool = False, pairs: bool = F
         except Exception as error:  # a criterion that does not apply must fail the same way
             result["scores"][criterion] = f"{type(error).__name__}: {error}"
             continue
-        result["scores"][criterion] = {group: value.detach().cpu() for group, value in scores.items()}
+        result["scores"][criterion] = {group: torch.as_tensor(np.asarray(value)) for group, value in scores.items()}
         selection = select_units(graph, scores, {g.name: g.size // 2 for g in graph.groups})
         result["selection"][criterion] = {group: units.tolist() for group, units in selection.items()}
     return result
