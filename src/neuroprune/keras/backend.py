@@ -94,7 +94,9 @@ class KerasBackend:
         kernel_shape = tuple(arrays["kernel"].shape) if "kernel" in arrays else ()
         sizes = rule.axes(layer)
         rows = [WeightRows(view.name, view.rows(arrays[view.name]), view.input_axis,
-                           _input_columns(kernel_shape, sizes)) for view in rule.incoming(axis, kernel_shape)]
+                           np.asarray(view.input_columns(np.arange(sizes["in"], dtype=np.int64)))
+                           if view.input_columns is not None and "in" in sizes else _input_columns(kernel_shape, sizes))
+                for view in rule.incoming(axis, kernel_shape)]
         if outgoing:
             rows += [WeightRows(view.name, view.rows(arrays[view.name])) for view in rule.outgoing(axis)]
         return rows

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from neuroprune.keras.groupnorm import propagate_group_norm
 from neuroprune.keras.grouping import ChannelIds
 from neuroprune.keras.layers import rule_for
+from neuroprune.keras.recurrent import GATES, propagate_bidirectional, propagate_recurrent
 
 #: layers that act on every channel alone and keep the channel dimension last
 PASS_LAYERS = frozenset({
@@ -63,7 +65,8 @@ def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
     return sorted(PASS_LAYERS | MERGE | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
                                          "DepthwiseConv1D", "DepthwiseConv2D",
-                                         "LayerNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"})
+                                         "LayerNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"}
+                  | set(GATES) | {"GroupNormalization"})
 
 
 def _activation_name(config: dict[str, Any]) -> str:
@@ -168,6 +171,12 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         if call.config.get("depth_multiplier", 1) != 1 or not _channels_last(call.config):
             return _freeze_inputs(ids, call, "depthwise convolution with depth_multiplier > 1 or channels_first")
         return _channelwise(ids, Call(call.path, name, {"axis": -1}, call.inputs, call.shapes))
+    if name in GATES:  # LSTM, GRU, SimpleRNN (neuroprune.keras.recurrent)
+        return propagate_recurrent(ids, call)
+    if name == "Bidirectional":
+        return propagate_bidirectional(ids, call)
+    if name == "GroupNormalization":
+        return propagate_group_norm(ids, call)
     if name == "LayerNormalization":
         _freeze_inputs(ids, call, "LayerNormalization normalises over all channels, so removing one changes the others")
         return [call.inputs[0]]

@@ -145,9 +145,24 @@ RULES: tuple[LayerRule, ...] = (
 _BY_NAME = {name: rule for rule in RULES for name in rule.class_names}
 
 
+_SUBCLASSED: dict[str, LayerRule] = {}
+
+
+def _subclassed_rules() -> tuple[LayerRule, ...]:
+    """Rules that subclass :class:`LayerRule` in their own modules (imported here, not at the top)."""
+    from neuroprune.keras.groupnorm import GROUP_NORM_RULE
+    from neuroprune.keras.recurrent import RECURRENT_RULES
+
+    return (*RECURRENT_RULES, GROUP_NORM_RULE)
+
+
 def rule_for(class_name: str) -> LayerRule | None:
     """The rule of a layer class (``None`` for layers without prunable axes)."""
-    return _BY_NAME.get(class_name)
+    if class_name in _BY_NAME:
+        return _BY_NAME[class_name]
+    if not _SUBCLASSED:
+        _SUBCLASSED.update({name: rule for rule in _subclassed_rules() for name in rule.class_names})
+    return _SUBCLASSED.get(class_name)
 
 
 def weights_by_name(layer: Any) -> dict[str, np.ndarray]:

@@ -69,8 +69,9 @@ def _restore_initializers(model: Any, initializers: dict[tuple[str, str], Any]) 
 
     for (path, key), value in initializers.items():
         layer = layer_at(model, path)
-        if hasattr(layer, key):
-            setattr(layer, key, keras.initializers.get(value))
+        owner = getattr(layer, "cell", layer)  # a recurrent layer's initialisers live on its cell
+        if hasattr(owner, key):
+            setattr(owner, key, keras.initializers.get(value))
 
 
 def rebuild(model: Any, config: dict) -> Any:
@@ -96,7 +97,11 @@ def resized_config(model: Any, keep: dict[str, dict[str, np.ndarray]]) -> dict:
         for axis, kept in axes.items():
             if axis not in rule.weights:
                 raise PlanError(f"{path}: {entry['class_name']} has no axis {axis!r}; axes: {', '.join(rule.weights)}")
-            rule.resize_config(entry["config"], axis, len(kept))
+            if hasattr(rule, "resize_layer_config"):  # GroupNormalization: sizes in whole groups
+                channels = rule.axes(layer_at(model, path)).get(axis, len(kept))
+                rule.resize_layer_config(entry["config"], axis, kept, channels)
+            else:
+                rule.resize_config(entry["config"], axis, len(kept))
     return config
 
 
