@@ -104,3 +104,36 @@ def check_write_up_keras(tmp_path, load_example):
     assert [layer["name"] for layer in result.report["layers"]] == ["fc1", "fc2"]
     assert result.report["after"]["params"] < result.report["before"]["params"] == 784 * 128 + 128 + 128 * 64 + 64 + 650
     assert (tmp_path / "write-up-keras-out" / "model.keras").is_file()
+
+
+def recurrent_stack(seed=0):
+    """Dense -> LSTM (sequences) -> GRU (last state, reset_after) -> Dense on (batch, 5, 4) sequences."""
+    k = keras()
+    inp = k.Input((5, 4))
+    x = k.layers.Dense(6, activation="relu", name="d0", kernel_initializer="zeros")(inp)
+    x = k.layers.LSTM(7, return_sequences=True, name="lstm")(x)
+    x = k.layers.GRU(5, name="gru")(x)
+    return randomise(k.Model(inp, k.layers.Dense(3, name="out")(x), name="rnn_stack"), seed)
+
+
+def recurrent_states(seed=0):
+    """LSTM with return_state (output, h, c concatenated), a SimpleRNN with a sigmoid activation under
+    global pooling, a GRU without reset_after reading backwards, and a GroupNormalization after a Conv1D."""
+    k = keras()
+    inp = k.Input((6, 3))
+    c = k.layers.Conv1D(6, 2, padding="same", name="conv", kernel_initializer="zeros")(inp)
+    c = k.layers.GroupNormalization(3, name="gn")(c)
+    out, h, cell = k.layers.LSTM(5, return_sequences=True, return_state=True, name="lstm")(c)
+    s = k.layers.SimpleRNN(4, activation="sigmoid", return_sequences=True, name="srnn")(out)
+    g = k.layers.GRU(3, reset_after=False, go_backwards=True, name="gru")(s)
+    merged = k.layers.Concatenate()([h, cell, k.layers.GlobalAveragePooling1D()(s), g])
+    return randomise(k.Model(inp, k.layers.Dense(2, name="out")(merged), name="rnn_states"), seed)
+
+
+def text_lstm(vocabulary=11, seed=0):
+    """Embedding -> LSTM -> Dense: a token classifier."""
+    k = keras()
+    tokens = k.Input((5,), dtype="int32")
+    x = k.layers.Embedding(vocabulary, 6, name="emb")(tokens)
+    x = k.layers.LSTM(4, name="lstm")(x)
+    return randomise(k.Model(tokens, k.layers.Dense(3, name="out")(x), name="text_lstm"), seed)

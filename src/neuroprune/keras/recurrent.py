@@ -138,11 +138,11 @@ def propagate_recurrent(ids: Any, call: Any) -> list[np.ndarray | None]:
     reason = _frozen_reason(call)
     units = int(call.config["units"])
     flow = call.inputs[0]
-    if reason:
-        for extra in call.inputs:
-            if extra is not None:
-                ids.freeze(extra, f"{call.path}: {reason}")
-    if flow is not None and call.shapes[0] is not None and len(call.shapes[0]) == 3:
+    sequence = flow is not None and call.shapes[0] is not None and len(call.shapes[0]) == 3
+    for extra in call.inputs[1:] if sequence else call.inputs:  # the features of a sequence stay prunable
+        if extra is not None:
+            ids.freeze(extra, f"{call.path}: {reason}")
+    if sequence:
         ids.bind_axis(call.path, "in", flow)
     hidden = ids.producer_axis(call.path, "out", units)
     if reason:

@@ -1,0 +1,241 @@
+"""Keras recurrent layers (LSTM, GRU, SimpleRNN) and GroupNormalization: pruned physically, masks equal
+surgery, parameter drop equals the plan's, plan replay, .keras files, rollback, the CLI."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is first imported
+
+import functools  # noqa: E402
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+pytest.importorskip("keras")
+
+import numpy as np  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from keras_models import (  # noqa: E402
+    as_numpy_keep,
+    first_units,
+    keras,
+    outputs,
+    randomise,
+    recurrent_stack,
+    recurrent_states,
+    text_lstm,
+)
+
+from neuroprune.core.backend import backend_for  # noqa: E402
+from neuroprune.core.errors import PlanError  # noqa: E402
+from neuroprune.core.plan import PruningPlan  # noqa: E402
+from neuroprune.keras.graph import discover  # noqa: E402
+from neuroprune.keras.layers import rule_for  # noqa: E402
+from neuroprune.keras.masks import apply_masks  # noqa: E402
+from neuroprune.keras.paths import leaf_layers  # noqa: E402
+from neuroprune.keras.recurrent import GATES  # noqa: E402
+from neuroprune.keras.surgery import apply_keep  # noqa: E402
+
+
+def _recurrent_parameters(layer, keep):
+    config = layer.get_config()
+    units = len(keep["out"]) if "out" in keep else config["units"]
+    fan_in = len(keep["in"]) if "in" in keep else layer.get_weights()[0].shape[0]
+    gates = GATES[type(layer).__name__]
+    bias_rows = 2 if type(layer).__name__ == "GRU" and config.get("reset_after", True) else 1
+    return gates * units * (fan_in + units + (bias_rows if config["use_bias"] else 0))
+
+
+def expected_parameters(model, keep):
+    """Parameters after ``keep``, from the weight shapes and the plan's sizes alone (recurrent layers
+    by their formula: gates * units * (inputs + units + bias rows))."""
+    total = 0
+    for path, layer in leaf_layers(model):
+        if type(layer).__name__ in GATES:
+            total += _recurrent_parameters(layer, keep.get(path, {}))
+            continue
+        rule = rule_for(type(layer).__name__)
+        for weight in layer.weights:
+            shape = list(weight.shape)
+            for axis, kept in keep.get(path, {}).items():
+                dim = rule.weights[axis].get(weight.name) if rule else None
+                if dim is not None:
+                    shape[dim] = len(kept)
+            total += int(np.prod(shape))
+    return total
+
+
+def check_model(model, x, removal_of=first_units, tmp_path=None):
+    graph = discover(model)
+    keep = as_numpy_keep(graph.keep_indices(removal_of(graph)))
+    original = [w.copy() for w in model.get_weights()]
+    reference = outputs(model, x)
+    pruned = apply_keep(model, keep)
+    handle = apply_masks(model, keep)
+    masked = outputs(model, x)
+    handle.remove()
+    np.testing.assert_allclose(outputs(pruned, x), masked, rtol=1e-5, atol=1e-5)
+    assert all((a == b).all() for a, b in zip(original, model.get_weights())), "rollback is not bit-exact"
+    np.testing.assert_array_equal(outputs(model, x), reference)
+    assert pruned.count_params() == expected_parameters(model, keep) < model.count_params()
+    plan = PruningPlan(adapter="keras").compose(keep, graph.module_types, graph.axis_sizes)
+    replayed = apply_keep(model, PruningPlan.from_dict(plan.to_dict()).keep())
+    np.testing.assert_array_equal(outputs(replayed, x), outputs(pruned, x))
+    if tmp_path is not None:
+        pruned.save(tmp_path / "model.keras")
+        loaded = keras().saving.load_model(tmp_path / "model.keras")
+        np.testing.assert_array_equal(outputs(loaded, x), outputs(pruned, x))
+    return pruned
+
+
+def _sequences(batch=3, steps=5, features=4):
+    return np.random.default_rng(0).normal(size=(batch, steps, features)).astype("float32")
+
+
+def test_lstm_and_gru_units_are_removed_physically(tmp_path):
+    model = recurrent_stack()
+    groups = {g.name: [m.path + ":" + m.axis for m in g.members] for g in discover(model).groups}
+    assert groups == {"d0": ["d0:out", "lstm:in"], "lstm": ["lstm:out", "gru:in"], "gru": ["gru:out", "out:in"]}
+    pruned = check_model(model, _sequences(), tmp_path=tmp_path)
+    lstm, gru = pruned.get_layer("lstm"), pruned.get_layer("gru")
+    assert (lstm.units, gru.units) == (4, 3)
+    assert [tuple(w.shape) for w in lstm.weights] == [(3, 16), (4, 16), (16,)]
+    assert [tuple(w.shape) for w in gru.weights] == [(4, 9), (3, 9), (2, 9)]
+    loaded = keras().saving.load_model(tmp_path / "model.keras")
+    assert type(loaded.get_layer("lstm").cell.kernel_initializer).__name__ == "GlorotUniform"  # the user's, not zeros
+
+
+def test_return_state_simple_rnn_backwards_gru_and_group_norm(tmp_path):
+    model = recurrent_states()
+    graph = discover(model)
+    by_name = {g.name: g for g in graph.groups}
+    assert by_name["conv"].size == 3  # 6 channels in 3 groups of GroupNormalization: one unit per group
+    assert {m.path + ":" + m.axis for m in by_name["lstm"].members} == {"lstm:out", "srnn:in", "out:in"}
+    pruned = check_model(model, _sequences(4, 6, 3), tmp_path=tmp_path)
+    assert pruned.get_layer("gn").groups == 2 and pruned.get_layer("conv").filters == 4
+
+
+def test_masked_unit_with_nonzero_activation_still_equals_removal():
+    """A sigmoid SimpleRNN unit outputs 0.5 when masked; nothing reads it, so masks still equal surgery."""
+    k = keras()
+    inp = k.Input((5, 3))
+    x = k.layers.SimpleRNN(6, activation="sigmoid", return_sequences=True, name="s1")(inp)
+    x = k.layers.SimpleRNN(4, activation="sigmoid", name="s2")(x)
+    check_model(randomise(k.Model(inp, k.layers.Dense(2, name="out")(x))), _sequences(2, 5, 3))
+
+
+def test_embedding_into_lstm(tmp_path):
+    model = text_lstm()
+    tokens = np.random.default_rng(0).integers(0, 11, (4, 5)).astype("int32")
+    pruned = check_model(model, tokens, tmp_path=tmp_path)
+    assert pruned.get_layer("emb").output_dim == 3 and pruned.get_layer("lstm").units == 2
+
+
+def test_group_norm_keeps_whole_groups_only():
+    model = recurrent_states()
+    with pytest.raises(PlanError, match="whole groups of 2 channels"):
+        apply_keep(model, {"conv": {"out": np.array([0, 2, 3, 4])}, "gn": {"features": np.array([0, 2, 3, 4])},
+                           "lstm": {"in": np.array([0, 2, 3, 4])}})
+
+
+def test_frozen_recurrent_cases_say_why():
+    k = keras()
+    inp = k.Input((5, 3))
+    bidirectional = k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True), name="bi")(
+        k.layers.Dense(6, name="d_bi")(inp))
+    state = k.Input((4,))
+    seeded = k.layers.GRU(4, name="seeded")(k.layers.Dense(5, name="d_seeded")(inp), initial_state=[state])
+    stateful_in = k.Input((5, 3), batch_size=2)
+    stateful = k.layers.LSTM(4, stateful=True, name="stateful")(stateful_in)
+    model = k.Model([inp, state, stateful_in], [k.layers.Dense(2, name="o1")(bidirectional),
+                                                 k.layers.Dense(2, name="o2")(seeded),
+                                                 k.layers.Dense(2, name="o3")(stateful)])
+    graph = discover(model)
+    reasons = " ".join(r for why in graph.frozen.values() for r in why)
+    assert "Bidirectional recurrent layers are not pruned yet" in reasons
+    assert "initial states" in reasons and "stateful" in reasons
+    prunable = {g.name for g in graph.groups}
+    assert "d_seeded" in prunable and "d_bi" not in prunable and "seeded" not in prunable
+
+
+def test_weight_rows_equal_the_torch_handlers():
+    """The criteria see an LSTM unit's gate rows as the torch side does: (units, gates * inputs)."""
+    import torch
+
+    from neuroprune.torch.layers.rnn import RecurrentHandler
+
+    model = recurrent_stack()
+    layer = model.get_layer("lstm")
+    kernel, recurrent, _ = layer.get_weights()
+    twin = torch.nn.LSTM(6, 7, batch_first=True)
+    with torch.no_grad():
+        twin.weight_ih_l0.copy_(torch.from_numpy(kernel.T))
+        twin.weight_hh_l0.copy_(torch.from_numpy(recurrent.T))
+    theirs = [view.rows(getattr(twin, view.name)).detach().numpy()
+              for view in RecurrentHandler().incoming(twin, "hidden")]
+    ours = backend_for(model).weight_rows(model, "lstm", "out")
+    assert [r.name for r in ours] == ["kernel", "recurrent_kernel"]
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_array_equal(mine.rows, reference)
+    assert ours[0].input_axis == "in" and ours[0].input_columns.tolist() == list(range(6)) * 4
+
+
+@st.composite
+def recurrent_graphs(draw):
+    """Random Functional graphs of Conv1D/Dense/LSTM/GRU/SimpleRNN/GroupNorm/Add/Concatenate blocks."""
+    k = keras()
+    seed = draw(st.integers(0, 1000))
+    dense = functools.partial(k.layers.Dense, kernel_initializer="zeros")
+    recurrent = {"lstm": k.layers.LSTM, "gru": k.layers.GRU, "rnn": k.layers.SimpleRNN}
+    inp = k.Input((4, 3))
+    x = k.layers.Conv1D(draw(st.integers(2, 6)), 2, padding="same", activation="relu")(inp)
+    for kind in draw(st.lists(st.sampled_from(["lstm", "gru", "rnn", "dense", "residual", "concat", "gn"]),
+                              min_size=1, max_size=3)):
+        width = draw(st.integers(2, 5))
+        if kind in recurrent:
+            x = recurrent[kind](width, return_sequences=True)(x)
+        elif kind == "dense":
+            x = dense(width, activation="relu")(x)
+        elif kind == "residual":
+            x = k.layers.Add()([x, k.layers.LSTM(x.shape[-1], return_sequences=True)(x)])
+        elif kind == "concat":
+            x = k.layers.Concatenate()([x, k.layers.GRU(width, return_sequences=True, reset_after=False)(x)])
+        else:
+            channels = x.shape[-1]
+            groups = draw(st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0]))
+            x = k.layers.GroupNormalization(groups)(x)
+    end = draw(st.sampled_from(["lstm", "gru", "rnn", "pool", "flatten"]))
+    if end in recurrent:
+        x = recurrent[end](draw(st.integers(2, 5)))(x)
+    else:
+        x = k.layers.GlobalAveragePooling1D()(x) if end == "pool" else k.layers.Flatten()(x)
+    model = randomise(k.Model(inp, dense(3)(x)), seed)
+    return model, draw(st.sampled_from([0.25, 0.5, 0.75]))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recurrent_graphs())
+def test_random_recurrent_graphs(case):
+    model, fraction = case
+    if not discover(model).groups:
+        return
+    check_model(model, _sequences(2, 4, 3), removal_of=lambda graph: first_units(graph, fraction))
+
+
+def test_prune_a_saved_lstm_from_the_command_line(tmp_path, capsys):
+    from neuroprune.cli.main import main
+
+    k = keras()
+    inp = k.Input((8, 8))
+    x = k.layers.LSTM(12, name="lstm")(inp)
+    model = randomise(k.Model(inp, k.layers.Dense(10, name="out")(x)))
+    model.save(tmp_path / "rnn.keras")
+    code = main(["prune", "--model", f"keras:{tmp_path / 'rnn.keras'}", "--data", "digits", "--layout", "sequence",
+                 "--train-epochs", "1", "--criterion", "magnitude", "--ratio", "0.5", "--tolerance", "1",
+                 "--calibration-samples", "64", "--latency-runs", "1", "--quiet", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert plan["adapter"] == "keras" and plan["modules"]["lstm"]["axes"]["out"]["size"] == 12
+    pruned = keras().saving.load_model(tmp_path / "out" / "model.keras")
+    assert pruned.get_layer("lstm").units == 6 and pruned.get_layer("out").kernel.shape == (6, 10)
+    assert outputs(pruned, np.zeros((2, 8, 8), dtype="float32")).shape == (2, 10)
