@@ -239,3 +239,42 @@ def test_prune_a_saved_lstm_from_the_command_line(tmp_path, capsys):
     pruned = keras().saving.load_model(tmp_path / "out" / "model.keras")
     assert pruned.get_layer("lstm").units == 6 and pruned.get_layer("out").kernel.shape == (6, 10)
     assert outputs(pruned, np.zeros((2, 8, 8), dtype="float32")).shape == (2, 10)
+
+
+@pytest.fixture(scope="module")
+def sequence_task():
+    from neuroprune.data import load_digits
+    from neuroprune.keras.task import KerasClassificationTask
+
+    return KerasClassificationTask(load_digits(layout="sequence"), batch_size=64, calibration_samples=128)
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "gradient", "taylor", "activation_mean",
+                                       "activation_frequency", "seed", "rank", "random"])
+def test_every_criterion_prunes_a_recurrent_model(sequence_task, criterion):
+    import neuroprune
+    from neuroprune.core.config import PruneConfig
+
+    k = keras()
+    inp = k.Input((8, 8))
+    x = k.layers.GRU(8, return_sequences=True, name="gru")(k.layers.Dense(6, activation="relu", name="d0")(inp))
+    model = randomise(k.Model(inp, k.layers.Dense(10, name="out")(k.layers.LSTM(6, name="lstm")(x))))
+    weights = [w.copy() for w in model.get_weights()]
+    result = neuroprune.prune(model, sequence_task.bind(model),
+                              PruneConfig(criterion=criterion, ratio=0.5, tolerance=1.0, progress=False, latency_runs=1))
+    assert {layer["name"]: layer["width_after"] for layer in result.report["layers"]} == {"d0": 3, "gru": 4, "lstm": 3}
+    assert result.model.get_layer("gru").units == 4 and result.model.count_params() == result.report["after"]["params"]
+    assert all((a == b).all() for a, b in zip(weights, model.get_weights()))  # the user's model untouched
+
+
+def test_obs_refuses_units_read_by_a_recurrent_layer(sequence_task):
+    """As on the torch side, OBS scores units read by dense layers only, and says so."""
+    import neuroprune
+    from neuroprune.core.config import PruneConfig
+    from neuroprune.core.errors import ConfigError
+
+    k = keras()
+    inp = k.Input((8, 8))
+    model = randomise(k.Model(inp, k.layers.Dense(10)(k.layers.LSTM(6, name="lstm")(k.layers.Dense(6, name="d0")(inp)))))
+    with pytest.raises(ConfigError, match="read by lstm"):
+        neuroprune.prune(model, sequence_task.bind(model), PruneConfig(criterion="obs", ratio=0.5, progress=False))
