@@ -69,6 +69,7 @@ def _restore_initializers(model: Any, initializers: dict[tuple[str, str], Any]) 
 
     for (path, key), value in initializers.items():
         layer = layer_at(model, path)
+        key = key if hasattr(layer, key) else f"_{key}"  # MultiHeadAttention keeps them private
         if hasattr(layer, key):
             setattr(layer, key, keras.initializers.get(value))
 
