@@ -22,7 +22,7 @@ Example:
     >>> y = keras.layers.MultiHeadAttention(4, 2, name="mha")(x, x)
     >>> model = keras.Model(x, keras.layers.Dense(3, name="out")(keras.layers.Dense(6, name="ffn")(y)))
     >>> [(g.name, g.size) for g in discover(model).groups]
-    [('ffn', 6), ('mha:heads', 4)]
+    [('mha:heads', 4), ('ffn', 6)]
 """
 
 from __future__ import annotations
