@@ -143,7 +143,8 @@ class _Walker:
             pending = waiting
         return [tensors.get(leaf) for leaf in _history_leaves(config["output_layers"])]
 
-    def _layer(self, entry: dict, path: str, flows: list, shapes: list, constants: int, node: dict | None = None) -> list:
+    def _layer(self, entry: dict, path: str, flows: list, shapes: list, constants: int,
+               node: dict | None = None) -> list:
         class_name = entry["class_name"]
         if class_name in MODEL_CLASSES:
             return self._model(entry["config"], class_name, path + SEP, flows)

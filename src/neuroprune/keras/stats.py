@@ -93,7 +93,8 @@ def _record_gradients(stats: Statistics, model: Any, members, grads: dict[tuple[
 
 def _variable_names(model: Any) -> list[tuple[str, str] | None]:
     """(layer path, weight name) of each of ``model.trainable_variables``."""
-    owner = {id(w): (path, name) for path, layer in leaf_layers(model) for name, w in zip(weight_names(layer), layer.weights)}
+    owner = {id(w): (path, name) for path, layer in leaf_layers(model)
+             for name, w in zip(weight_names(layer), layer.weights)}
     return [owner.get(id(v)) for v in model.trainable_variables]
 
 
