@@ -137,3 +137,35 @@ def text_lstm(vocabulary=11, seed=0):
     x = k.layers.Embedding(vocabulary, 6, name="emb")(tokens)
     x = k.layers.LSTM(4, name="lstm")(x)
     return randomise(k.Model(tokens, k.layers.Dense(3, name="out")(x), name="text_lstm"), seed)
+
+
+def transformer_block(vocab=16, length=6, width=8, heads=4, key_dim=3, ffn=12, classes=3, seed=0, causal=False):
+    """Embedding -> MultiHeadAttention -> Add -> LayerNormalization -> Dense FFN (Dense + EinsumDense)
+    -> Add -> LayerNormalization -> pooled classifier: one transformer encoder block of keras layers."""
+    k = keras()
+    tokens = k.Input((length,), name="tokens")
+    x = k.layers.Embedding(vocab, width, name="emb", embeddings_initializer="zeros")(tokens)
+    attended = k.layers.MultiHeadAttention(heads, key_dim, name="mha", kernel_initializer=k.initializers.Constant(0.0))(
+        x, x, use_causal_mask=causal)
+    x = k.layers.LayerNormalization(name="ln1")(k.layers.Add()([x, attended]))
+    h = k.layers.Dense(ffn, activation="relu", name="ffn1", kernel_initializer="zeros")(x)
+    h = k.layers.EinsumDense("abc,cd->abd", output_shape=(None, width), bias_axes="d", name="ffn2",
+                             kernel_initializer="zeros")(h)
+    x = k.layers.LayerNormalization(name="ln2")(k.layers.Add()([x, h]))
+    x = k.layers.GlobalAveragePooling1D()(x)
+    out = k.layers.Dense(classes, name="out", kernel_initializer="zeros")(x)
+    return randomise(k.Model(tokens, out, name="encoder"), seed)
+
+
+def token_data(vocab=16, length=6, classes=3, samples=(192, 64, 64), seed=0):
+    """Tiny token-sequence splits (float token ids, as the classification task stores inputs): the
+    label is the most frequent of the tokens ``0 .. classes - 1`` in the sequence."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), samples):
+        x = rng.integers(0, vocab, (n, length))
+        counts = np.stack([(x == c).sum(axis=1) for c in range(classes)], axis=1)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x.astype(np.float32), counts.argmax(axis=1).astype(np.int64)
+    return SimpleNamespace(**arrays)

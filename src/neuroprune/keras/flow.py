@@ -26,6 +26,24 @@ from neuroprune.keras.grouping import ChannelIds
 from neuroprune.keras.layers import rule_for
 from neuroprune.keras.recurrent import GATES, propagate_bidirectional, propagate_recurrent
 
+# --- attention (MultiHeadAttention heads, EinsumDense projections): their own modules -----------
+
+
+def _attention_flow(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
+    from neuroprune.keras.attention import propagate_attention
+
+    return propagate_attention(ids, call)
+
+
+def _einsum_flow(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
+    from neuroprune.keras.einsum import propagate_einsum
+
+    return propagate_einsum(ids, call)
+
+
+ATTENTION_FLOWS = {"MultiHeadAttention": _attention_flow, "EinsumDense": _einsum_flow}
+# ---------------------------------------------------------------------------------------------
+
 #: layers that act on every channel alone and keep the channel dimension last
 PASS_LAYERS = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
@@ -59,11 +77,12 @@ class Call:
     is_op: bool = False
     constants: int = 0  # non-tensor arguments (e.g. the 2.0 of ``ops.multiply(x, 2.0)``)
     reason: str = field(default="")
+    node: dict | None = None  # the serialised call (its args and kwargs), where the config has one
 
 
 def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
-    return sorted(PASS_LAYERS | MERGE | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
+    return sorted(PASS_LAYERS | MERGE | set(ATTENTION_FLOWS) | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
                                          "DepthwiseConv1D", "DepthwiseConv2D",
                                          "LayerNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"}
                   | set(GATES) | {"GroupNormalization"})
@@ -163,6 +182,8 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         return _freeze_inputs(ids, call, f"keras.ops node {name!r} is not followed; its channels are kept")
     if name in ("Dense", "Conv1D", "Conv2D", "Conv3D"):
         return _projection(ids, call)
+    if name in ATTENTION_FLOWS:
+        return ATTENTION_FLOWS[name](ids, call)
     if name == "BatchNormalization":
         return _channelwise(ids, call)
     if name == "Embedding":

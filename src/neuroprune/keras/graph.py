@@ -134,7 +134,7 @@ class _Walker:
                     continue
                 shapes = [tuple(ref["shape"]) if ref.get("shape") is not None else None for ref in refs]
                 outs = self._layer(entry, prefix + entry["name"], [tensors[k] for k in keys], shapes,
-                                   _constants(node.get("args", [])))
+                                   _constants(node.get("args", [])), node)
                 for index, flow in enumerate(outs):
                     tensors[(entry["name"], n, index)] = flow
             if len(waiting) == len(pending):
@@ -143,13 +143,15 @@ class _Walker:
             pending = waiting
         return [tensors.get(leaf) for leaf in _history_leaves(config["output_layers"])]
 
-    def _layer(self, entry: dict, path: str, flows: list, shapes: list, constants: int) -> list:
+    def _layer(self, entry: dict, path: str, flows: list, shapes: list, constants: int,
+               node: dict | None = None) -> list:
         class_name = entry["class_name"]
         if class_name in MODEL_CLASSES:
             return self._model(entry["config"], class_name, path + SEP, flows)
         is_op = not str(entry.get("module", "keras.layers")).startswith("keras.layers")
         reason = "ignored (ignore=...)" if path in self.ignore else ""
-        call = Call(path, "Ignored" if reason else class_name, entry["config"], flows, shapes, is_op, constants, reason)
+        call = Call(path, "Ignored" if reason else class_name, entry["config"], flows, shapes, is_op, constants, reason,
+                    node)
         return propagate(self.ids, call)
 
 

@@ -90,13 +90,14 @@ def load(folder: str | os.PathLike, original: Any = None) -> Any:
         return load_keras_model(folder)
     from safetensors.numpy import load_file
 
+    from neuroprune.keras.layers import weight_names
     from neuroprune.keras.paths import leaf_layers
     from neuroprune.keras.surgery import apply_keep
 
     model = apply_keep(original, read_plan(folder).keep())
     arrays = load_file(str(Path(folder) / MODEL_FILE))
     for path, layer in leaf_layers(model):
-        names = [f"{path}/{w.name}" for w in layer.weights]
+        names = [f"{path}/{name}" for name in weight_names(layer)]
         missing = [n for n in names if n not in arrays]
         if missing:
             raise PlanError(f"{MODEL_FILE} has no weight {missing[0]!r}; is it a save of another model?")

@@ -66,7 +66,7 @@ class LayerRule:
 
     def axes(self, layer: Any) -> dict[str, int]:
         """Axis sizes of a built ``layer``."""
-        arrays = {w.name: tuple(w.shape) for w in layer.weights}
+        arrays = {name: tuple(w.shape) for name, w in zip(weight_names(layer), layer.weights)}
         sizes = {}
         for axis, dims in self.weights.items():
             for name, dim in dims.items():
@@ -150,10 +150,11 @@ _SUBCLASSED: dict[str, LayerRule] = {}
 
 def _subclassed_rules() -> tuple[LayerRule, ...]:
     """Rules that subclass :class:`LayerRule` in their own modules (imported here, not at the top)."""
+    from neuroprune.keras.attention_rules import ATTENTION_RULES
     from neuroprune.keras.groupnorm import GROUP_NORM_RULE
     from neuroprune.keras.recurrent import RECURRENT_RULES
 
-    return (*RECURRENT_RULES, GROUP_NORM_RULE)
+    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values())
 
 
 def rule_for(class_name: str) -> LayerRule | None:
@@ -165,11 +166,20 @@ def rule_for(class_name: str) -> LayerRule | None:
     return _SUBCLASSED.get(class_name)
 
 
+def weight_names(layer: Any) -> list[str]:
+    """Unique names of a layer's weights: the variable names (``kernel``, ``bias``, ...), or, where
+    sublayers repeat them (``MultiHeadAttention``), the last two parts of the path (``query/kernel``)."""
+    names = [w.name for w in layer.weights]
+    if len(set(names)) == len(names):
+        return names
+    return ["/".join(w.path.split("/")[-2:]) for w in layer.weights]
+
+
 def weights_by_name(layer: Any) -> dict[str, np.ndarray]:
-    """A layer's weights as numpy arrays keyed by variable name (``kernel``, ``bias``, ...)."""
-    return {w.name: array for w, array in zip(layer.weights, layer.get_weights())}
+    """A layer's weights as numpy arrays keyed by :func:`weight_names` (``kernel``, ``bias``, ...)."""
+    return dict(zip(weight_names(layer), layer.get_weights()))
 
 
 def set_weights_by_name(layer: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Set a layer's weights from arrays keyed by variable name."""
-    layer.set_weights([arrays[w.name] for w in layer.weights])
+    """Set a layer's weights from arrays keyed by :func:`weight_names`."""
+    layer.set_weights([arrays[name] for name in weight_names(layer)])

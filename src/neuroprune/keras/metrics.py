@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from neuroprune.keras.layers import weights_by_name
 from neuroprune.keras.paths import leaf_layers
 
 
@@ -27,8 +28,8 @@ def weight_arrays(model: Any) -> dict[str, np.ndarray]:
     """Every weight of ``model`` as ``"layer/path/weight_name"`` -> numpy array (the safetensors keys)."""
     arrays = {}
     for path, layer in leaf_layers(model):
-        for weight, array in zip(layer.weights, layer.get_weights()):
-            arrays[f"{path}/{weight.name}"] = np.ascontiguousarray(array)
+        for name, array in weights_by_name(layer).items():
+            arrays[f"{path}/{name}"] = np.ascontiguousarray(array)
     return arrays
 
 

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from neuroprune.core.errors import DataError, NonFiniteError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.core.statistics import Statistics
+from neuroprune.keras.attention import HeadActivations
 from neuroprune.keras.gradients import LossFn, loss_and_gradients
-from neuroprune.keras.layers import rule_for
+from neuroprune.keras.layers import rule_for, weight_names
 from neuroprune.keras.paths import layer_at, leaf_layers
 from neuroprune.keras.probe import LayerInputs
 
@@ -70,7 +71,7 @@ def _record_gradients(stats: Statistics, model: Any, members, grads: dict[tuple[
     for path, axis, rule in members:
         entry = stats.axis(path, axis)
         layer = layer_at(model, path)
-        weights = {w.name: w for w in layer.trainable_weights}
+        weights = {name: w for name, w in zip(weight_names(layer), layer.weights) if w.trainable}
         for view in rule.incoming(axis, tuple(weights["kernel"].shape) if "kernel" in weights else ()):
             grad = grads.get((path, view.name))
             if grad is None:
@@ -92,7 +93,8 @@ def _record_gradients(stats: Statistics, model: Any, members, grads: dict[tuple[
 
 def _variable_names(model: Any) -> list[tuple[str, str] | None]:
     """(layer path, weight name) of each of ``model.trainable_variables``."""
-    owner = {id(w): (path, w.name) for path, layer in leaf_layers(model) for w in layer.trainable_weights}
+    owner = {id(w): (path, name) for path, layer in leaf_layers(model)
+             for name, w in zip(weight_names(layer), layer.weights)}
     return [owner.get(id(v)) for v in model.trainable_variables]
 
 
@@ -110,13 +112,18 @@ def collect_statistics(model: Any, graph: DependencyGraph, batches: Iterable[Any
     stats = Statistics(threshold=threshold)
     members = _members(model, graph)
     observed = {path for path, axis, rule in members if rule.observed == axis}
-    probe = LayerInputs(model, observed) if (activations or gram) and observed else None
+    heads = HeadActivations(model, graph, required=activations and not per_weight) if activations else None
+    paths = observed | (heads.paths if heads is not None else set())
+    probe = LayerInputs(model, paths) if (activations or gram) and paths else None
     names = _variable_names(model) if gradients else []
     total = len(batches) if hasattr(batches, "__len__") else None
     for index, (x, y) in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
         if probe is not None:
             for path, values in probe(x).items():
-                _record_activations(stats, path, values, threshold, gram and graph.module_types[path] == "Dense")
+                if heads is not None and path in heads.paths:  # MultiHeadAttention: per-head outputs
+                    heads.record(stats, path, values, threshold)
+                if path in observed:
+                    _record_activations(stats, path, values, threshold, gram and graph.module_types[path] == "Dense")
         if gradients:
             loss, grads = loss_and_gradients(model, loss_fn, x, y)
             if not np.isfinite(loss):

@@ -70,6 +70,7 @@ def _restore_initializers(model: Any, initializers: dict[tuple[str, str], Any]) 
     for (path, key), value in initializers.items():
         layer = layer_at(model, path)
         owner = getattr(layer, "cell", layer)  # a recurrent layer's initialisers live on its cell
+        key = key if hasattr(owner, key) else f"_{key}"  # MultiHeadAttention keeps them private
         if hasattr(owner, key):
             setattr(owner, key, keras.initializers.get(value))
 
