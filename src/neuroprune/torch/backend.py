@@ -42,7 +42,7 @@ from neuroprune.torch.recover.finetune import finetune
 from neuroprune.torch.recover.reconstruct import reconstruct
 from neuroprune.torch.recover.rollback import Snapshot
 from neuroprune.torch.stats import statistics_for
-from neuroprune.torch.surgery import apply_keep
+from neuroprune.torch.lean_surgery import apply_keep_streaming
 from neuroprune.torch.teacher import remember_clone
 from neuroprune.torch.weights import weight_rows
 
@@ -82,8 +82,9 @@ class TorchBackend:
         return apply_masks(model, keep, originals="masked")
 
     def apply_keep(self, model: nn.Module, keep: Keep) -> nn.Module:
-        """Surgery in place, then :meth:`after_surgery`; returns the model."""
-        model = apply_keep(model, keep, inplace=True)
+        """Surgery in place, one layer at a time (old and new weights never both held in full:
+        :mod:`neuroprune.torch.lean_surgery`), then :meth:`after_surgery`; returns the model."""
+        model = apply_keep_streaming(model, keep)
         self.after_surgery(model)
         return model
 
