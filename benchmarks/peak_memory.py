@@ -127,11 +127,14 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["medium"], choices=sorted(SIZES))
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--nice", type=int, default=0, help="run each child under nice -n NICE (0: not niced)")
+    parser.add_argument("--quick", action="store_true", help="the small model, magnitude only (smoke run)")
     parser.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/peak_memory.md)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return
+    if args.quick:
+        args.sizes, args.runs = ["small"], ["magnitude"]
     trees = ([("before", args.before)] if args.before else []) + [("after", args.after)]
     rows = []
     for size in args.sizes:

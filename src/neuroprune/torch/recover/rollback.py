@@ -118,7 +118,12 @@ class ChangedSlices:
         """Run ``edit`` (which changes ``tensors`` in place) and keep what it changed."""
         with torch.no_grad():
             before = [tensor.detach().clone() for tensor in tensors]
-            edit()
+            try:
+                edit()
+            except BaseException:  # a half-done edit is undone whole
+                for tensor, old in zip(tensors, before):
+                    tensor.copy_(old)
+                raise
             for tensor, old in zip(tensors, before):
                 changed = _bits(tensor.detach()) != _bits(old)
                 if not bool(changed.any()):
