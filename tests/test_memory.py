@@ -66,7 +66,11 @@ def test_masks_that_keep_only_the_zeroed_slices_restore_the_model_bit_for_bit():
 
 
 def test_a_rolled_back_prune_clones_once_and_leaves_the_callers_model_bit_for_bit(monkeypatch):
-    model, task = build_model("mlp"), ClassificationTask(load_digits())
+    class EveryWeightCounts(ClassificationTask):  # any masked neuron is a total loss: always rolled back
+        def evaluate(self, model, split):
+            return float(bool((model.fc2.weight != 0).any(dim=0).all()))  # no fc1 unit masked
+
+    model, task = build_model("mlp"), EveryWeightCounts(load_digits())
     before = _bits(model)
     clones = []
     original_clone = TorchBackend.clone
@@ -132,3 +136,19 @@ def test_statistics_preallocate_wide_accumulators_and_grad_only_what_criteria_re
         for name in ("act_count", "grad_numel"):
             value = getattr(entry, name)
             assert value is None or value.dtype == torch.int64
+
+
+def test_masks_on_an_untouched_clone_keep_nothing_and_read_the_original_back():
+    original = build_model("mlp")
+    work = TorchBackend().clone(original)
+    graph = discover(work, torch.randn(1, 64))
+    keep = graph.keep_indices({g.name: list(range(g.size // 2)) for g in graph.groups})
+    before = _bits(work)
+    handle = TorchBackend().mask(work, keep)
+    assert handle._changes.saved_elements() == 0 and not _same_bits(_bits(work), before)
+    handle.remove()
+    assert _same_bits(_bits(work), before)
+    handle = TorchBackend().mask(work, keep)  # restored, so no longer untouched: values are kept
+    assert handle._changes.saved_elements() > 0
+    handle.remove()
+    assert _same_bits(_bits(work), before)

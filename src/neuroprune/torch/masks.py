@@ -26,6 +26,7 @@ from neuroprune.core.errors import PlanError
 from neuroprune.torch.layers.registry import handler_for
 from neuroprune.torch.recover.rollback import ChangedSlices
 from neuroprune.torch.surgery import keep_as_tensors
+from neuroprune.torch.teacher import untouched_original
 
 
 def _removed(size: int, kept: torch.Tensor) -> torch.Tensor:
@@ -46,6 +47,7 @@ class MaskHandle:
         self._masked: list[tuple[nn.Module, str, torch.Tensor]] = []
         keep = keep_as_tensors(keep)
         modules = {path: model.get_submodule(path) for path in keep}
+        source = untouched_original(model) if originals == "masked" else None
         if originals == "tensors":
             for module in modules.values():
                 for tensor in list(module.parameters()) + list(module.buffers()):
@@ -65,8 +67,8 @@ class MaskHandle:
                         self._hooks += handler.mask_hooks(module, axis, removed)
                 self._masked += masked
                 if originals == "masked":  # keep only the slices masking zeroes, one module at a time
-                    tensors = list(module.parameters()) + list(module.buffers())
-                    self._changes.record(tensors, lambda masked=masked: self._zero(masked))
+                    self._changes.record(_tensors(module), lambda masked=masked: self._zero(masked),
+                                         None if source is None else _tensors(source.get_submodule(path)))
             self.reapply()
         except Exception:
             self.remove()
@@ -106,6 +108,10 @@ class MaskHandle:
         self.remove()
 
 
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    return list(module.parameters()) + list(module.buffers())
+
+
 def _device_of(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
@@ -118,6 +124,7 @@ def apply_masks(model: nn.Module, keep: Keep, *, originals: str = "tensors") -> 
     ``originals`` says what :meth:`MaskHandle.remove` gives back: ``"tensors"`` (every tensor of a
     masked module, whatever changed it meanwhile) or ``"masked"`` (only the slices masking zeroed: a
     fraction of the memory, exact when nothing else writes to those tensors before ``remove``, as
-    when the masked model is only evaluated).
+    when the masked model is only evaluated; on an untouched clone, nothing: the slices are read
+    back from the model it was cloned from, see :func:`~neuroprune.torch.teacher.untouched_original`).
     """
     return MaskHandle(model, keep, originals=originals)

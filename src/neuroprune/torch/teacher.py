@@ -7,6 +7,8 @@ such an untouched copy and the model it was copied from is untouched too, the te
 of the original that shares its tensors (new module objects in eval mode, no new weights);
 otherwise it is a deep copy, as before. :func:`remember_clone` is how the backend's ``clone``
 records where a copy came from; a tensor's in-place version counter tells "untouched".
+:func:`untouched_original` serves masks the same way: a mask on an untouched copy keeps no
+values to restore, it reads them back from the original.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -42,6 +44,16 @@ def remember_clone(clone: nn.Module, source: nn.Module) -> None:
     _CLONES[clone] = (weakref.ref(source), _stamp(source), _stamp(clone))
 
 
+def untouched_original(model: nn.Module) -> nn.Module | None:
+    """The model ``model`` was cloned from, when neither was written to since (else ``None``)."""
+    entry = _CLONES.get(model)
+    if entry is not None:
+        source = entry[0]()
+        if source is not None and _stamp(source) == entry[1] and _stamp(model) == entry[2]:
+            return source
+    return None
+
+
 def _view(source: nn.Module) -> nn.Module:
     """New module objects over ``source``'s own tensors, in eval mode (``source``'s modes untouched)."""
     shared = {id(t): t for t in list(source.parameters()) + list(source.buffers())}
@@ -52,12 +64,8 @@ def frozen_teacher(model: nn.Module) -> nn.Module:
     """An eval-mode teacher with ``model``'s weights, to run under ``torch.no_grad`` (see the module
     docstring): a view of the original when ``model`` is an untouched clone of an untouched model,
     else a deep copy with gradients off."""
-    entry = _CLONES.get(model)
-    if entry is not None:
-        source = entry[0]()
-        if source is not None and _stamp(source) == entry[1] and _stamp(model) == entry[2]:
-            return _view(source)
-    return copy.deepcopy(model).eval().requires_grad_(False)
+    source = untouched_original(model)
+    return _view(source) if source is not None else copy.deepcopy(model).eval().requires_grad_(False)
 
 
-__all__ = ["frozen_teacher", "remember_clone"]
+__all__ = ["frozen_teacher", "remember_clone", "untouched_original"]

@@ -108,14 +108,20 @@ class ChangedSlices:
 
     :meth:`restore` writes them back (last edit first), so the tensors are bit for bit as before
     the edits, provided nothing else wrote to them in between. Recording clones one edit's tensors
-    at a time (transient), so the peak is one module's weights, not the model's.
+    at a time (transient), so the peak is one module's weights, not the model's. Where a tensor
+    has an *original* (a bit-identical tensor elsewhere, such as the caller's model the working
+    copy was cloned from), no values are kept at all: the slices are read back from it, and a
+    restore refuses (``RuntimeError``) if the original was written to meanwhile.
     """
 
     def __init__(self) -> None:
-        self._saved: list[tuple[torch.Tensor, int | None, torch.Tensor | None, torch.Tensor]] = []
+        self._saved: list[tuple[torch.Tensor, int | None, torch.Tensor | None, Any]] = []
 
-    def record(self, tensors: Sequence[torch.Tensor], edit: Callable[[], Any]) -> None:
-        """Run ``edit`` (which changes ``tensors`` in place) and keep what it changed."""
+    def record(self, tensors: Sequence[torch.Tensor], edit: Callable[[], Any],
+               originals: Sequence[torch.Tensor | None] | None = None) -> None:
+        """Run ``edit`` (which changes ``tensors`` in place) and keep what it changed (or, where
+        ``originals`` gives a bit-identical tensor, where to read it back from)."""
+        originals = list(originals) if originals is not None else [None] * len(tensors)
         with torch.no_grad():
             before = [tensor.detach().clone() for tensor in tensors]
             try:
@@ -124,7 +130,7 @@ class ChangedSlices:
                 for tensor, old in zip(tensors, before):
                     tensor.copy_(old)
                 raise
-            for tensor, old in zip(tensors, before):
+            for tensor, old, original in zip(tensors, before, originals):
                 changed = _bits(tensor.detach()) != _bits(old)
                 if not bool(changed.any()):
                     continue
@@ -132,16 +138,25 @@ class ChangedSlices:
                     self._saved.append((tensor, None, None, old))
                     continue
                 dim, index = _narrowest_slices(changed)
-                self._saved.append((tensor, dim, index, old.index_select(dim, index)))
+                if original is not None and original.shape == tensor.shape:
+                    self._saved.append((tensor, dim, index, (original, original._version)))
+                else:
+                    self._saved.append((tensor, dim, index, old.index_select(dim, index)))
 
     def saved_elements(self) -> int:
         """Elements held (what the snapshot costs, in elements)."""
-        return sum(values.numel() for *_, values in self._saved)
+        return sum(values.numel() for *_, values in self._saved if isinstance(values, torch.Tensor))
 
     def restore(self) -> None:
         """Write every recorded slice back, last edit first; then hold nothing."""
         with torch.no_grad():
             for tensor, dim, index, values in reversed(self._saved):
+                if isinstance(values, tuple):  # read back from the untouched original
+                    original, version = values
+                    if original._version != version:
+                        raise RuntimeError("cannot restore masked weights: the model they were copied from "
+                                           "was modified meanwhile")
+                    values = original.detach().index_select(dim, index)
                 if dim is None:
                     tensor.copy_(values)
                 else:
