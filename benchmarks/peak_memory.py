@@ -7,16 +7,16 @@ blocks, 8 validation and 4 test blocks, ``large``: 2, 2 and 1; latency timed at 
 run), then calls
 ``neuroprune.prune`` once (``--steps 1``, no fine-tuning, tolerance 100 so the attempt is accepted,
 unless a row says otherwise). The table gives the RSS right after building (model + data), the
-peak during the whole run, and the peak in units of the model's own float32 size: a prune that
-copies nothing it does not need peaks near 2 models (the caller's, never modified, and the loop's
-working copy) plus what one attempt zeroes.
+peak during the whole run, and the peak in units of the model's own float32 size.
 
 Trees: ``--before SRC`` (the code at the session start, a worktree kept untouched) and ``--after
 SRC`` (this tree's ``src``), each run with ``PYTHONPATH=SRC``.
 
-Sizes (``--sizes``): ``medium`` (hidden 1024, 8 layers, 116 M parameters, 0.43 GiB) is the default;
-``large`` (hidden 2048, 48 layers, FFN 5504, 16 heads in 4 KV groups: 2.1 B parameters, 7.9 GiB,
-a third of a 24 GiB machine) is opt-in (minutes, niced; never in CI).
+Sizes (``--sizes``): ``medium`` (hidden 1024, 24 layers, FFN 2752, 16 heads in 4 KV groups: 268 M
+parameters, 1.0 GiB) is the default; ``half`` (hidden 2048, 24 layers, FFN 5504: 1.07 B, 4.0 GiB)
+and ``large`` (48 layers: 2.1 B parameters, 7.9 GiB, a third of a 24 GiB machine) are opt-in
+(minutes; never in CI). A prune that copies only what it must peaks near two models (the
+caller's and the loop's working copy), so ``large`` needs ~17 GiB free.
 
 Run:  .venv/bin/python benchmarks/peak_memory.py --before ../wt6-before/src [--sizes medium]
       .venv/bin/python benchmarks/peak_memory.py --sizes large --runs magnitude --nice 10   # 8 GiB model, after only
@@ -37,6 +37,7 @@ from pathlib import Path
 SIZES = {  # hidden, layers, heads, kv_heads, intermediate
     "small": (256, 4, 8, 4, 688),
     "medium": (1024, 24, 16, 4, 2752),
+    "half": (2048, 24, 16, 4, 5504),
     "large": (2048, 48, 16, 4, 5504),
 }
 RUNS = {  # label -> PruneConfig options
@@ -73,7 +74,7 @@ def child(size: str, run: str) -> dict:
         def make_input(self, batch_size: int):  # latency at batch <= 2: the table is about memory
             return super().make_input(min(batch_size, 2))
 
-    blocks = dict(calibration_samples=2, val_blocks=2, test_blocks=1) if size == "large" else dict(
+    blocks = dict(calibration_samples=2, val_blocks=2, test_blocks=1) if size in ("half", "large") else dict(
         calibration_samples=8, val_blocks=8, test_blocks=4)  # the 2 B model: a short run on a shared CPU
     task = ShortLatencyTask(sentences, tokenizer, seq_len=16, batch_size=4, **blocks)
     started = time.perf_counter()
