@@ -109,6 +109,8 @@ BENCHMARKS = (
               "~10 min (--quick: 2 seeds)", env=(("KERAS_BACKEND", "torch"),)),
     Benchmark("distributed", "Many processes", "statistics pass and full prune on 1 vs. 2 processes under torchrun "
               "(gloo, CPU), same plan", "~3 min"),
+    Benchmark("peak_memory", "Peak memory", "peak RSS of a prune of a LLaMA-style decoder, one process per run "
+              "(--sizes large: the 8 GiB model, opt-in)", "~15 min"),
 )
 
 

@@ -82,23 +82,25 @@ def _attempt_masked(backend, work: Any, keep: Keep, state: LoopState, task, conf
     """Judge before recovery (or with nothing to train): mask, reconstruct, validate; on acceptance
     remove the neurons for real and fine-tune. Returns (model or None if rolled back, metric, epochs).
 
-    Only a reconstruction needs the model as it was (its outputs are the target): nothing else is
-    copied, the masks give every touched weight back bit for bit."""
-    before_step = backend.clone(work) if config.reconstruct else None
-    handle = backend.mask(work, keep)
+    Without reconstruction nothing is copied: the masked model is only evaluated, and removing the
+    masks gives back every zeroed slice bit for bit. A reconstruction refits whole layers against
+    the model as it was, so it works on a copy (``work`` stays as it was, the copy is dropped on a
+    roll-back)."""
+    trial = backend.clone(work) if config.reconstruct else work
+    handle = backend.mask(trial, keep)
     try:
-        if before_step is not None:
-            backend.reconstruct(work, before_step, keep, task, config)
-        metric = backend.agree(task.evaluate(work, "val"))
+        if config.reconstruct:
+            backend.reconstruct(trial, work, keep, task, config)
+        metric = backend.agree(task.evaluate(trial, "val"))
     except BaseException:
         handle.remove()
         raise
     if not backend.agree(_within_tolerance(state, metric, task, config)):
-        handle.remove()  # every touched tensor back bit for bit
+        handle.remove()  # every zeroed slice back bit for bit (a reconstructed copy is dropped)
         return None, metric, 0
     handle.commit()
-    work = backend.apply_keep(work, keep)  # work is the loop's own copy
-    return work, metric, backend.recover(work, task, config, teacher, f"fine-tuning step {step}")
+    trial = backend.apply_keep(trial, keep)  # the loop's own copy
+    return trial, metric, backend.recover(trial, task, config, teacher, f"fine-tuning step {step}")
 
 
 def _attempt_recovered(backend, work: Any, keep: Keep, task, config: PruneConfig, teacher: Any, step: int,

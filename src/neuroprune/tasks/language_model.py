@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import random
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from neuroprune.core.errors import ConfigError, DataError
 from neuroprune.torch.modes import evaluation_mode
+from neuroprune.torch.teacher import frozen_teacher
 from neuroprune.tasks.classification import model_device_dtype
 
 SPLITS = ("train", "val", "test", "calibration")
@@ -160,10 +160,10 @@ class LMTask:
         return {split: len(self.blocks[split]) for split in SPLITS}
 
     def bind(self, model: nn.Module) -> LMTask:
-        """Use ``model``'s device; keep a frozen copy of it (the first time only) as the teacher."""
+        """Use ``model``'s device; keep it (the first time only) as the frozen teacher (``frozen_teacher``: no second copy of an untouched clone)."""
         self.device, _ = model_device_dtype(model)
         if self.teacher is None:
-            self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+            self.teacher = frozen_teacher(model)
         return self
 
     # -- batches ----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import ast
-import copy
 import inspect
 import random
 import re
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 
 from neuroprune.core.errors import DataError
 from neuroprune.torch.modes import evaluation_mode
+from neuroprune.torch.teacher import frozen_teacher
 from neuroprune.tasks.classification import model_device_dtype
 
 SPLITS = ("train", "val", "test", "calibration")
@@ -252,7 +252,7 @@ class TextTask:
             for split in SPLITS:
                 self.targets[split] = self.embeddings(model, split, use_targets=False)
             if self.distill_hidden:
-                self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+                self.teacher = frozen_teacher(model)
         return self
 
     def _tokenize(self, sentences: list[str]) -> dict[str, torch.Tensor]:

@@ -42,7 +42,8 @@ from neuroprune.torch.recover.finetune import finetune
 from neuroprune.torch.recover.reconstruct import reconstruct
 from neuroprune.torch.recover.rollback import Snapshot
 from neuroprune.torch.stats import statistics_for
-from neuroprune.torch.surgery import apply_keep
+from neuroprune.torch.lean_surgery import apply_keep_streaming
+from neuroprune.torch.teacher import remember_clone
 from neuroprune.torch.weights import weight_rows
 
 
@@ -56,7 +57,11 @@ class TorchBackend:
 
     # -- model lifecycle -------------------------------------------------------------
     def clone(self, model: nn.Module) -> nn.Module:
-        return copy.deepcopy(model)
+        """A deep copy; remembered, so that a task binding to it can share the original's weights
+        for its teacher (:func:`neuroprune.torch.teacher.frozen_teacher`) instead of a third copy."""
+        clone = copy.deepcopy(model)
+        remember_clone(clone, model)
+        return clone
 
     # -- discovery and weights -------------------------------------------------------
     def discover(self, model: nn.Module, example: Any, ignore: Iterable[str] = (), *,
@@ -72,11 +77,14 @@ class TorchBackend:
 
     # -- masks, surgery, recovery ----------------------------------------------------
     def mask(self, model: nn.Module, keep: Keep):
-        return apply_masks(model, keep)
+        """Masks whose removal gives back only the slices they zeroed (the loop, the budget search and
+        sensitivity analysis only evaluate a masked model): a fraction of a whole-tensor snapshot."""
+        return apply_masks(model, keep, originals="masked")
 
     def apply_keep(self, model: nn.Module, keep: Keep) -> nn.Module:
-        """Surgery in place, then :meth:`after_surgery`; returns the model."""
-        model = apply_keep(model, keep, inplace=True)
+        """Surgery in place, one layer at a time (old and new weights never both held in full:
+        :mod:`neuroprune.torch.lean_surgery`), then :meth:`after_surgery`; returns the model."""
+        model = apply_keep_streaming(model, keep)
         self.after_surgery(model)
         return model
 

@@ -49,12 +49,67 @@ def _add(current: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
     return value if current is None else current.add_(value)
 
 
+_FLOAT_FIELDS = ("act_abs", "act_sum", "act_sq")
+
+
+class _Accumulators:
+    """Every per-unit accumulator a pass can fill, allocated from the graph before the first batch
+    (float64 sums, int64 counts, on each module's device) and added to in place. A field no batch
+    wrote to goes back to ``None`` at the end (``None`` means "not observed", as before)."""
+
+    def __init__(self, net: nn.Module, graph: DependencyGraph, stats: Statistics, *, activations: bool,
+                 gradients: bool, gram_axes: set[tuple[str, str]]):
+        self.stats, self.written = stats, set()
+        #: axes the gradient pass visits (they had an entry before preallocation too)
+        self.visited = {(m.path, m.axis) for g in graph.groups for m in g.members} if gradients else set()
+        for path, axes in graph.axis_sizes.items():
+            device = _device_of(net.get_submodule(path))
+            for axis, size in axes.items():
+                entry = stats.axis(path, axis)
+                fields = {}
+                if activations or (path, axis) in gram_axes:
+                    fields = {"act_count": torch.int64, **dict.fromkeys(_FLOAT_FIELDS, torch.float64)}
+                if gradients:
+                    fields.update(grad_abs=torch.float64, grad_numel=torch.int64, taylor=torch.float64)
+                for name, dtype in fields.items():
+                    setattr(entry, name, torch.zeros(size, dtype=dtype, device=device))
+                if (path, axis) in gram_axes:
+                    entry.gram = torch.zeros(size + 1, size + 1, dtype=torch.float64, device=device)
+
+    def add(self, entry: AxisStats, key: tuple[str, str], name: str, value: torch.Tensor) -> None:
+        """Add ``value`` to field ``name`` of ``entry`` (axis ``key``); a first value whose shape or
+        device is not the preallocated one's becomes the accumulator itself."""
+        current = getattr(entry, name)
+        if (key, name) not in self.written and (current is None or current.shape != value.shape
+                                                 or current.device != value.device):
+            current = None
+        setattr(entry, name, _add(current, value))
+        self.written.add((key, name))
+
+    def finish(self) -> None:
+        """Give back ``None`` for every preallocated field that no batch wrote to."""
+        for key, entry in list(self.stats.axes.items()):
+            for name in ("act_count", *_FLOAT_FIELDS, "grad_abs", "grad_numel", "taylor", "gram"):
+                if getattr(entry, name) is not None and (key, name) not in self.written:
+                    setattr(entry, name, None)
+            if (key not in self.visited or not self.stats.batches) and entry.act_n == 0 and all(
+                    getattr(entry, name) is None for name in ("act_count", *_FLOAT_FIELDS, "grad_abs", "grad_numel",
+                                                              "taylor", "gram")):
+                del self.stats.axes[key]  # preallocated, never observed
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
 class _ActivationObserver:
     """Forward hooks that count, per channel, values above the threshold and sum |values|."""
 
     def __init__(self, model: nn.Module, paths: Iterable[str], stats: Statistics, threshold: float,
-                 gram_axes: set[tuple[str, str]] = frozenset()):
-        self.stats, self.threshold, self.gram_axes = stats, threshold, gram_axes
+                 gram_axes: set[tuple[str, str]] = frozenset(), accumulators: _Accumulators | None = None):
+        self.stats, self.threshold, self.gram_axes, self.acc = stats, threshold, gram_axes, accumulators
         #: (batch, tokens) mask of the current batch; positions where it is 0 are not counted
         self.token_mask: torch.Tensor | None = None
         #: (path, axis) -> observed values per position under a token mask, summed on the device
@@ -90,19 +145,21 @@ class _ActivationObserver:
         dim = dim % x.dim()
         others = [d for d in range(x.dim()) if d != dim]
         entry = self.stats.axis(path, axis)
+        add = (lambda name, value: self.acc.add(entry, (path, axis), name, value)) if self.acc else (
+            lambda name, value: setattr(entry, name, _add(getattr(entry, name), value)))
         weights = self._token_weights(x, dim)
         if weights is None:
-            entry.act_count = _add(entry.act_count, (x > self.threshold).sum(dim=others, dtype=torch.int64))
-            entry.act_abs = _add(entry.act_abs, x.abs().sum(dim=others, dtype=torch.float64))
-            entry.act_sum = _add(entry.act_sum, x.sum(dim=others, dtype=torch.float64))
-            entry.act_sq = _add(entry.act_sq, x.float().square().sum(dim=others, dtype=torch.float64))
+            add("act_count", (x > self.threshold).sum(dim=others, dtype=torch.int64))
+            add("act_abs", x.abs().sum(dim=others, dtype=torch.float64))
+            add("act_sum", x.sum(dim=others, dtype=torch.float64))
+            add("act_sq", x.float().square().sum(dim=others, dtype=torch.float64))
             entry.act_n += x.numel() / x.shape[dim]
             return
         real = weights > 0
-        entry.act_count = _add(entry.act_count, ((x > self.threshold) & real).sum(dim=others, dtype=torch.int64))
-        entry.act_abs = _add(entry.act_abs, (x.abs().float() * weights).sum(dim=others, dtype=torch.float64))
-        entry.act_sum = _add(entry.act_sum, (x.float() * weights).sum(dim=others, dtype=torch.float64))
-        entry.act_sq = _add(entry.act_sq, (x.float().square() * weights).sum(dim=others, dtype=torch.float64))
+        add("act_count", ((x > self.threshold) & real).sum(dim=others, dtype=torch.int64))
+        add("act_abs", (x.abs().float() * weights).sum(dim=others, dtype=torch.float64))
+        add("act_sum", (x.float() * weights).sum(dim=others, dtype=torch.float64))
+        add("act_sq", (x.float().square() * weights).sum(dim=others, dtype=torch.float64))
         observed = weights.sum(dtype=torch.float64) * (x.numel() / (x.shape[dim] * weights.numel()))
         self.masked_n[(path, axis)] = _add(self.masked_n.get((path, axis)), observed)
 
@@ -116,7 +173,10 @@ class _ActivationObserver:
             rows = rows * ones
         rows = torch.cat([rows, ones], dim=1)
         entry = self.stats.axis(path, axis)
-        entry.gram = _add(entry.gram, (rows.T @ rows).double())
+        if self.acc is not None:
+            self.acc.add(entry, (path, axis), "gram", (rows.T @ rows).double())
+        else:
+            entry.gram = _add(entry.gram, (rows.T @ rows).double())
 
     def finish(self) -> None:
         """Add the masked observation counts to the statistics (one host transfer per axis)."""
@@ -164,8 +224,17 @@ class _FiniteChecks:
         raise NonFiniteError(message.replace("{value}", str(None if shown is None else shown.item())))
 
 
+def _read_parameters(model: nn.Module, graph: DependencyGraph) -> set[int]:
+    """Ids of the parameters whose gradients :func:`_record_gradients` reads (the groups' members)."""
+    read = set()
+    for _path, axis, handler, module in _gradient_targets(model, graph):
+        for view in handler.incoming(module, axis) + handler.outgoing(module, axis):
+            read.add(id(module.get_parameter(view.name)))
+    return read
+
+
 def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_index: int,
-                      checks: _FiniteChecks) -> None:
+                      checks: _FiniteChecks, acc: _Accumulators) -> None:
     for path, axis, handler, module in _gradient_targets(model, graph):
         entry = stats.axis(path, axis)
         for view in handler.incoming(module, axis):
@@ -176,8 +245,8 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
             rows = view.rows(grad).abs()
             summed = rows.sum(dim=1, dtype=torch.float64)
             checks.add(summed, f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
-            entry.grad_abs = _add(entry.grad_abs, summed)
-            entry.grad_numel = _add(entry.grad_numel, torch.full_like(summed, rows.shape[1], dtype=torch.int64))
+            acc.add(entry, (path, axis), "grad_abs", summed)
+            acc.add(entry, (path, axis), "grad_numel", torch.full_like(summed, rows.shape[1], dtype=torch.int64))
             if per_weight:
                 key = (path, view.name)
                 stats.weight_grad_abs[key] = _add(stats.weight_grad_abs.get(key), rows)  # laid out as the rows
@@ -187,7 +256,7 @@ def _record_gradients(model, graph, stats: Statistics, per_weight: bool, batch_i
                 continue
             product = view.rows(param.detach().float() * param.grad.detach().float()).sum(dim=1, dtype=torch.float64)
             checks.add(product, f"non-finite gradient in {path}.{view.name} on calibration batch {batch_index}")
-            entry.taylor = _add(entry.taylor, product)
+            acc.add(entry, (path, axis), "taylor", product)
 
 
 def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterable[Any], loss_fn: LossFn, *,
@@ -245,13 +314,16 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
     saved_flags = [p.requires_grad for p in params]
     gram_axes = {(m.path, m.axis) for g in graph.groups for m in g.members
                  if gram and m.axis == "in" and reads_like_linear(net.get_submodule(m.path))}
-    observer = _ActivationObserver(net, paths, stats, threshold, gram_axes) if activations or gram else None
+    acc = _Accumulators(net, graph, stats, activations=activations, gradients=gradients, gram_axes=gram_axes)
+    observer = _ActivationObserver(net, paths, stats, threshold, gram_axes, acc) if activations or gram else None
     checks = _FiniteChecks()
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)  # its reducer expects every gradient
+    read = ({id(p) for p in params} if ddp else _read_parameters(net, graph)) if gradients else set()
     try:
         net.eval()
-        for p in params:
+        for p in params:  # gradients only where a criterion reads them
             p.grad = None
-            p.requires_grad_(gradients)
+            p.requires_grad_(id(p) in read)
         total = len(batches) if hasattr(batches, "__len__") else None
         for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
             if observer is not None and token_mask is not None:
@@ -260,14 +332,16 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
                 loss = loss_fn(model, batch)
                 if gradients:
                     checks.add(loss, "loss is {value} on calibration batch " + str(index), loss)
-                    loss.backward()
-                    _record_gradients(net, graph, stats, per_weight, index, checks)
+                    if loss.requires_grad:
+                        loss.backward()
+                    _record_gradients(net, graph, stats, per_weight, index, checks, acc)
                     for p in params:
                         p.grad = None
             stats.batches += 1
         checks.raise_first()
         if observer is not None:
             observer.finish()
+        acc.finish()
     finally:
         if observer is not None:
             observer.remove()

@@ -14,11 +14,21 @@ Example:
     >>> snapshot.restore()
     >>> torch.equal(torch.rand(3), first)
     True
+    >>> weight = torch.randn(4, 3)
+    >>> original = weight.clone()
+    >>> changes = ChangedSlices()
+    >>> changes.record([weight], lambda: weight[1:3].zero_())
+    >>> changes.saved_elements()  # rows 1 and 2, not the whole tensor
+    6
+    >>> changes.restore()
+    >>> torch.equal(weight, original)
+    True
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,3 +78,90 @@ class Snapshot:
                 tensor.copy_(saved)
         if self.optimizer is not None:
             self.optimizer.load_state_dict(_clone(self.optimizer_state))
+
+
+_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as integers of the same width (so -0.0 differs from 0.0 and a NaN equals itself)."""
+    if tensor.is_floating_point() and tensor.element_size() in _SAME_SIZE_INT:
+        return tensor.view(_SAME_SIZE_INT[tensor.element_size()])
+    return tensor
+
+
+def _narrowest_slices(changed: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """The dimension along which the fewest slices hold every changed element, and those slices."""
+    best: tuple[int, torch.Tensor] | None = None
+    for dim in range(changed.dim()):
+        touched = changed.movedim(dim, 0).reshape(changed.shape[dim], -1).any(dim=1)
+        index = torch.nonzero(touched).flatten()
+        if best is None or len(index) * changed.numel() // changed.shape[dim] < len(best[1]) * (
+                changed.numel() // changed.shape[best[0]]):
+            best = (dim, index)
+    return best
+
+
+class ChangedSlices:
+    """What in-place edits changed, and nothing else: for each tensor, the old values of the fewest
+    whole slices (rows, columns, channels) that hold every changed element, compared bit for bit.
+
+    :meth:`restore` writes them back (last edit first), so the tensors are bit for bit as before
+    the edits, provided nothing else wrote to them in between. Recording clones one edit's tensors
+    at a time (transient), so the peak is one module's weights, not the model's. Where a tensor
+    has an *original* (a bit-identical tensor elsewhere, such as the caller's model the working
+    copy was cloned from), no values are kept at all: the slices are read back from it, and a
+    restore refuses (``RuntimeError``) if the original was written to meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[torch.Tensor, int | None, torch.Tensor | None, Any]] = []
+
+    def record(self, tensors: Sequence[torch.Tensor], edit: Callable[[], Any],
+               originals: Sequence[torch.Tensor | None] | None = None) -> None:
+        """Run ``edit`` (which changes ``tensors`` in place) and keep what it changed (or, where
+        ``originals`` gives a bit-identical tensor, where to read it back from)."""
+        originals = list(originals) if originals is not None else [None] * len(tensors)
+        with torch.no_grad():
+            before = [tensor.detach().clone() for tensor in tensors]
+            try:
+                edit()
+            except BaseException:  # a half-done edit is undone whole
+                for tensor, old in zip(tensors, before):
+                    tensor.copy_(old)
+                raise
+            for tensor, old, original in zip(tensors, before, originals):
+                changed = _bits(tensor.detach()) != _bits(old)
+                if not bool(changed.any()):
+                    continue
+                if tensor.dim() == 0:
+                    self._saved.append((tensor, None, None, old))
+                    continue
+                dim, index = _narrowest_slices(changed)
+                if original is not None and original.shape == tensor.shape:
+                    self._saved.append((tensor, dim, index, (original, original._version)))
+                else:
+                    self._saved.append((tensor, dim, index, old.index_select(dim, index)))
+
+    def saved_elements(self) -> int:
+        """Elements held (what the snapshot costs, in elements)."""
+        return sum(values.numel() for *_, values in self._saved if isinstance(values, torch.Tensor))
+
+    def restore(self) -> None:
+        """Write every recorded slice back, last edit first; then hold nothing."""
+        with torch.no_grad():
+            for tensor, dim, index, values in reversed(self._saved):
+                if isinstance(values, tuple):  # read back from the untouched original
+                    original, version = values
+                    if original._version != version:
+                        raise RuntimeError("cannot restore masked weights: the model they were copied from "
+                                           "was modified meanwhile")
+                    values = original.detach().index_select(dim, index)
+                if dim is None:
+                    tensor.copy_(values)
+                else:
+                    tensor.index_copy_(dim, index, values)
+        self._saved = []
+
+    def clear(self) -> None:
+        self._saved = []
