@@ -29,7 +29,7 @@ import importlib
 import itertools
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -184,6 +184,17 @@ def shard(batches: Iterable[Any]) -> Iterable[Any]:
     return itertools.islice(batches, rank(), None, world_size())
 
 
+def all_reduce_sums(values: Sequence[float]) -> list[float]:
+    """``values`` summed over the ranks (one float64 ``all_reduce``), on every rank: how a metric's
+    numerator and denominator from each rank's share of the batches become the metric of all."""
+    if not active():
+        return [float(v) for v in values]
+    sync_errors()
+    total = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device())
+    dist.all_reduce(total)
+    return total.tolist()
+
+
 def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False) -> Statistics:
     """Sum ``stats`` over the ranks, in place: the schemas are exchanged once, then one float64
     and one int64 ``all_reduce`` carry every field in a fixed order (a rank that lacks a field adds
@@ -197,6 +208,8 @@ def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False)
     schema = merge_schemas(schemas)
     if gradients_reduced:
         schema = [entry for entry in schema if entry.field not in GRADIENT_FIELDS]
+    grams = [entry for entry in schema if entry.field == "gram"]
+    schema = [entry for entry in schema if entry.field != "gram"]
     floats, ints = stats.flat_arrays(schema, like=torch.zeros(0, device=_device()))
     dist.all_reduce(floats)
     dist.all_reduce(ints)
@@ -204,7 +217,28 @@ def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False)
     stats.load_flat(schema, floats, ints)
     for key, value in stats.weight_grad_abs.items():  # back onto the device they were collected on
         stats.weight_grad_abs[key] = value.to(local.get(key, value.device))
+    _reduce_grams_to_owners(stats, grams)
     return stats
+
+
+def gram_owner(index: int) -> int:
+    """The rank that holds the ``index``-th Gram matrix (in schema order): round-robin over the ranks."""
+    return index % world_size()
+
+
+def _reduce_grams_to_owners(stats: Statistics, grams: list) -> None:
+    """Sum each Gram matrix onto its owner rank only (``reduce``, not ``all_reduce``: they are
+    inputs x inputs per layer); the other ranks drop theirs and note the owner in ``gram_owners``."""
+    for index, entry in enumerate(grams):
+        axis = stats.axis(*entry.key)
+        owner = gram_owner(index)
+        mine = axis.gram
+        device = _device()
+        total = (torch.zeros(entry.shape, dtype=torch.float64, device=device) if mine is None
+                 else mine.to(device=device, dtype=torch.float64).contiguous())
+        dist.reduce(total, dst=owner)
+        axis.gram = total.to(mine.device if mine is not None else total.device) if rank() == owner else None
+        stats.gram_owners[tuple(entry.key)] = owner
 
 
 def state_hash(model: torch.nn.Module) -> str:
