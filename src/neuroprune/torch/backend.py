@@ -79,6 +79,7 @@ class TorchBackend:
         """Surgery in place, then :meth:`after_surgery`; returns the model."""
         model = apply_keep(model, keep, inplace=True)
         self.after_surgery(model)
+        distributed.check_after_surgery(model)  # NEUROPRUNE_DEBUG_DIST=1: the ranks still hold the same state
         return model
 
     def after_surgery(self, model: nn.Module) -> None:

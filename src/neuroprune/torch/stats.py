@@ -253,7 +253,7 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
             p.grad = None
             p.requires_grad_(gradients)
         total = len(batches) if hasattr(batches, "__len__") else None
-        for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
+        for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress or not distributed.is_writer(), leave=False)):
             if observer is not None and token_mask is not None:
                 observer.token_mask = token_mask(batch)
             with torch.set_grad_enabled(gradients):
