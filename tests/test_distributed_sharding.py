@@ -62,7 +62,7 @@ def test_debug_state_check_passes_on_a_normal_run_and_names_the_first_differing_
     outcomes = [json.loads((tmp_path / f"debug-{rank}.json").read_text()) for rank in range(2)]
     assert outcomes[0] == outcomes[1]  # the same error on every rank
     assert outcomes[0]["type"] == "NeuropruneError"
-    assert "ranks 0 and 1 diverged after a surgery: tensor '2.weight' differs" in outcomes[0]["message"]
+    assert "ranks 0 and 1 diverged after a surgery: tensor '0.bias' differs" in outcomes[0]["message"]
 
 
 def _lines(text: str) -> list[str]:

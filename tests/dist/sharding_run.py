@@ -101,7 +101,7 @@ def debug(out: Path) -> None:
     prune(model, task, prune_config(finetune_epochs=0))
     if distributed.rank() == 1:
         with torch.no_grad():
-            model[2].weight[0, 0] += 1e-3
+            model[0].bias += 1e-3  # the first layer: neither removed whole nor re-fitted
     try:
         prune(model, task, prune_config(finetune_epochs=0))
         outcome = {"type": None}
