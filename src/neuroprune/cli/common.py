@@ -38,9 +38,8 @@ def check_output(args: argparse.Namespace) -> None:
     """Check ``--out`` and ``--json`` before any work is done (see :mod:`neuroprune.cli.outputs`)."""
     inputs = input_paths(args)
     if args.out:
-        if distributed.is_writer():  # under torchrun only rank 0 touches the folder
-            recover_folder(args.out, is_saved_folder)  # a crash between the renames of an earlier --overwrite
-        distributed.barrier()
+        # a crash between the renames of an earlier --overwrite; under torchrun only rank 0 touches the folder
+        distributed.on_writer(recover_folder, args.out, is_saved_folder)
         check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite, owned=is_saved_folder)
     if getattr(args, "json", None):
         check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)
