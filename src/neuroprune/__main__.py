@@ -17,7 +17,10 @@ def run(argv: list[str] | None = None) -> int:
     many = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if many and os.environ.get("RANK", "0") != "0":
         os.environ.setdefault("TQDM_DISABLE", "1")  # one set of progress bars (rank 0's)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 prints the results
+        # rank 0 prints the results, notes, warnings and progress bars; a failure of this rank
+        # alone (a bug no other rank shares) still reaches the real stderr (neuroprune.cli.main)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     if not many:
         from neuroprune.cli.main import main
 

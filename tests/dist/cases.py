@@ -15,6 +15,7 @@ from neuroprune.core.criteria import ScoringInput, criterion_names, score
 from neuroprune.core.selection import select_units
 from neuroprune.models.zoo import build_model
 from neuroprune.torch.graph.discover import discover
+from neuroprune.torch.owners import gather_grams
 from neuroprune.torch.stats import collect_statistics
 
 
@@ -109,9 +110,7 @@ def measure(name: str, n_batches: int = 5, *, ddp: bool = False, pairs: bool = F
                                progress=False, token_mask=token_mask)
     if pairs:
         stats.batches = n_batches  # the DDP run counts every batch once
-    floats, ints = stats.flat_arrays()
-    result = {"schema": [tuple(e) for e in stats.schema()], "floats": floats, "ints": ints,
-              "scores": {}, "selection": {}}
+    result = {"scores": {}, "selection": {}}
     for criterion in criterion_names():
         try:
             scores = score(ScoringInput(model, graph, stats), criterion, {"seed": 0} if criterion == "random" else {})
@@ -121,6 +120,10 @@ def measure(name: str, n_batches: int = 5, *, ddp: bool = False, pairs: bool = F
         result["scores"][criterion] = {group: torch.as_tensor(np.asarray(value)) for group, value in scores.items()}
         selection = select_units(graph, scores, {g.name: g.size // 2 for g in graph.groups})
         result["selection"][criterion] = {group: units.tolist() for group, units in selection.items()}
+    # scores came from Gram matrices held on their owner ranks; bring them all here to compare every field
+    gather_grams(stats)
+    floats, ints = stats.flat_arrays()
+    result.update(schema=[tuple(e) for e in stats.schema()], floats=floats, ints=ints)
     return result
 
 

@@ -52,7 +52,7 @@ def analyse_sensitivity(model: Any, task, config: PruneConfig | None = None, *,
     scores = score_groups(work, graph, task, config, settings, desc="scoring", backend=backend)
     reference = task.evaluate(work, "val")
     groups = [g for g in graph.groups if not settings[g.name].ignore]
-    bar = tqdm(total=len(groups) * len(ratios), desc="sensitivity", disable=not progress, leave=False)
+    bar = tqdm(total=len(groups) * len(ratios), desc="sensitivity", disable=not progress or backend.world()[0] != 0, leave=False)
     layers = {}
     for group in groups:
         values = []

@@ -28,6 +28,7 @@ from neuroprune.data import DataSplits
 from neuroprune.models.spec import (MAX_ZOO_CLASSES, build_from_file, build_from_spec,  # noqa: F401 - old import path
                                     model_layout, parse_model_spec)
 from neuroprune.tasks.classification import ClassificationTask
+from neuroprune.torch import distributed
 from neuroprune.torch.io import is_saved_folder, load_weights
 from neuroprune.workflows import prepare
 from neuroprune.workflows.prune_and_report import data_entry as _data_entry
@@ -37,7 +38,8 @@ def check_output(args: argparse.Namespace) -> None:
     """Check ``--out`` and ``--json`` before any work is done (see :mod:`neuroprune.cli.outputs`)."""
     inputs = input_paths(args)
     if args.out:
-        recover_folder(args.out, is_saved_folder)  # a crash between the renames of an earlier --overwrite
+        # a crash between the renames of an earlier --overwrite; under torchrun only rank 0 touches the folder
+        distributed.on_writer(recover_folder, args.out, is_saved_folder)
         check_output_folder(args.out, "--out", inputs=inputs, overwrite=args.overwrite, owned=is_saved_folder)
     if getattr(args, "json", None):
         check_output_file(args.json, "--json", inputs=inputs, output_folder=args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from neuroprune.torch import distributed
 from neuroprune.torch.export import FORMATS, export_folder
 from neuroprune.cli.outputs import check_output_folder, input_paths
 
@@ -54,13 +55,15 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out_dir, "OUT_DIR", inputs=input_paths(args), may_exist=True)
-    check = export_folder(
-        args.out_dir, args.folder, args.model, getattr(args, "format", "onnx"),
+    # under torchrun rank 0 exports and prints, the others wait (a failure is raised on all)
+    check = distributed.on_writer(
+        export_folder, args.out_dir, args.folder, args.model, getattr(args, "format", "onnx"),
         input_shape=getattr(args, "input_shape", None), opset=getattr(args, "opset", None),
         overwrite=getattr(args, "overwrite", False), dynamic_batch=not getattr(args, "static_batch", False),
         check=not getattr(args, "no_check", False), rtol=getattr(args, "rtol", 1e-4), atol=getattr(args, "atol", 1e-5),
         data=getattr(args, "data", "digits"), layout=getattr(args, "layout", None),
         image_size=getattr(args, "image_size", None), seed=getattr(args, "seed", 0),
         standardize=getattr(args, "standardize", False))
-    print(check.summary())
+    if check is not None:
+        print(check.summary())
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import traceback
 
@@ -66,9 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
             print(f"neuroprune: error: {error}", file=sys.stderr)
             return 2
-        traceback.print_exc()
-        print(BUG_HINT, file=sys.stderr)
+        stream = _stream_for(error)
+        traceback.print_exc(file=stream)
+        print(BUG_HINT, file=stream)
         return 1
+
+
+def _stream_for(error: BaseException):
+    """Where a bug's traceback goes: stderr, except on a rank other than 0 under torchrun (whose
+    stderr is silenced) when the failure is this rank's alone, which only it can tell."""
+    silenced = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+    if not silenced or getattr(error, "_neuroprune_shared", False):
+        return sys.stderr
+    print(f"neuroprune: rank {os.environ.get('RANK', '?')}:", file=sys.__stderr__)
+    return sys.__stderr__
 
 
 if __name__ == "__main__":

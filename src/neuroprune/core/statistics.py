@@ -108,6 +108,9 @@ class Statistics:
     weight_grad_abs: dict[tuple[str, str], Any] = field(default_factory=dict)
     batches: int = 0
     threshold: float = 0.0
+    #: (module path, axis) -> the rank that holds its Gram matrix, when several processes share the
+    #: pass (each is summed onto one owner rank only); empty: every Gram matrix is here
+    gram_owners: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def axis(self, path: str, axis: str) -> AxisStats:
         return self.axes.setdefault((path, axis), AxisStats())

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from neuroprune.data import DataSplits, iterate_batches
 from neuroprune.core.errors import DataError
 from neuroprune.core.tasks import Task  # noqa: F401  (its old import path)
-from neuroprune.torch.modes import evaluation_mode
+from neuroprune.tasks.metric_sums import evaluate_by_sums
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -117,12 +117,22 @@ class ClassificationTask:
                                   [self.batch_size, self.calibration_samples, self.seed])
 
     def evaluate(self, model: nn.Module, split: str) -> float:
-        """Accuracy on ``"val"`` or ``"test"`` (eval mode; the model's mode is restored)."""
+        """Accuracy on ``"val"`` or ``"test"`` (eval mode; the model's mode is restored). Under
+        torchrun each rank counts a share of the batches (:mod:`neuroprune.tasks.metric_sums`)."""
+        return evaluate_by_sums(self, model, split)
+
+    def metric_batches(self, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The evaluation batches of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
         if split not in ("val", "test", "train"):
             raise DataError(f"unknown split {split!r}; splits: train, val, test")
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        correct = 0
-        with evaluation_mode(model), torch.inference_mode():
-            for xb, yb in iterate_batches(x, y, max(self.batch_size, 256)):
-                correct += int((model(self._inputs(xb, model)).argmax(dim=-1).cpu() == yb).sum())
-        return correct / len(y)
+        return list(iterate_batches(x, y, max(self.batch_size, 256)))
+
+    def metric_sums(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, int]:
+        """(correct predictions, samples) of one batch."""
+        xb, yb = batch
+        return int((model(self._inputs(xb, model)).argmax(dim=-1).cpu() == yb).sum()), len(yb)
+
+    @staticmethod
+    def metric_value(correct: float, samples: float) -> float:
+        return correct / samples

@@ -40,6 +40,7 @@ from neuroprune.core.errors import ConfigError, DataError
 from neuroprune.torch.modes import evaluation_mode
 from neuroprune.torch.teacher import frozen_teacher
 from neuroprune.tasks.classification import model_device_dtype
+from neuroprune.tasks.metric_sums import evaluate_by_sums
 
 SPLITS = ("train", "val", "test", "calibration")
 
@@ -237,16 +238,23 @@ class LMTask:
         return total / count
 
     def evaluate(self, model: nn.Module, split: str) -> float:
-        """Perplexity on ``split`` (eval mode; the model's mode is restored)."""
+        """Perplexity on ``split`` (eval mode; the model's mode is restored). Under torchrun each
+        rank sums a share of the batches (:mod:`neuroprune.tasks.metric_sums`)."""
+        return evaluate_by_sums(self, model, split)
+
+    def metric_batches(self, split: str) -> list[torch.Tensor]:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
-        total, count = 0.0, 0
-        with evaluation_mode(model), torch.inference_mode():
-            for batch in self._split_batches(split):
-                batch = batch.to(model_device_dtype(model)[0])
-                total += float(self._nll(self.logits(model, batch), batch, reduction="sum"))
-                count += batch.shape[0] * (batch.shape[1] - 1)
-        return math.exp(total / count)
+        return self._split_batches(split)
+
+    def metric_sums(self, model: nn.Module, batch: torch.Tensor) -> tuple[float, int]:
+        """(summed next-token NLL, predicted tokens) of one batch."""
+        batch = batch.to(model_device_dtype(model)[0])
+        return float(self._nll(self.logits(model, batch), batch, reduction="sum")), batch.shape[0] * (batch.shape[1] - 1)
+
+    @staticmethod
+    def metric_value(nll: float, tokens: float) -> float:
+        return math.exp(nll / tokens)
 
     def finetune(self, model: nn.Module, *, epochs: int, learning_rate: float = 5e-5, progress: bool = True,
                  desc: str = "distilling") -> list[float]:

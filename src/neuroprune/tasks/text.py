@@ -46,6 +46,7 @@ from neuroprune.core.errors import DataError
 from neuroprune.torch.modes import evaluation_mode
 from neuroprune.torch.teacher import frozen_teacher
 from neuroprune.tasks.classification import model_device_dtype
+from neuroprune.tasks.metric_sums import evaluate_by_sums
 
 SPLITS = ("train", "val", "test", "calibration")
 
@@ -343,10 +344,23 @@ class TextTask:
         return out
 
     def evaluate(self, model: nn.Module, split: str) -> float:
-        """Fidelity: mean cosine similarity to the unpruned model's embeddings on ``split``."""
+        """Fidelity: mean cosine similarity to the unpruned model's embeddings on ``split``. Under
+        torchrun each rank sums a share of the batches (:mod:`neuroprune.tasks.metric_sums`)."""
+        return evaluate_by_sums(self, model, split)
+
+    def metric_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
         if split not in self.targets:
             raise DataError("the text task is not bound yet: call task.bind(unpruned_model) first (prune does)")
-        return float((self.embeddings(model, split) * self.targets[split]).sum(dim=1).mean())
+        return self._batches(split, self._length_order(split))
+
+    def metric_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """(summed cosine similarity to the teacher's embeddings, sentences) of one batch."""
+        embedding = self.encode(model, batch).cpu()
+        return float((embedding * batch["target"].cpu()).sum(dim=1).sum(dtype=torch.float64)), len(embedding)
+
+    @staticmethod
+    def metric_value(similarity: float, sentences: float) -> float:
+        return similarity / sentences
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Contrastive (InfoNCE) loss of the model's embeddings against the teacher's."""

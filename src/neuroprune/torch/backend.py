@@ -34,6 +34,7 @@ from neuroprune.core.backend import Keep, WeightRows, register_backend
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.core.tasks import capabilities_of, token_mask_of
 from neuroprune.torch import checkpoint, distributed, io
+from neuroprune.torch.owners import share_owned
 from neuroprune.torch.cost_model import CostModel
 from neuroprune.torch.graph.discover import discover
 from neuroprune.torch.masks import apply_masks
@@ -86,6 +87,7 @@ class TorchBackend:
         :mod:`neuroprune.torch.lean_surgery`), then :meth:`after_surgery`; returns the model."""
         model = apply_keep_streaming(model, keep)
         self.after_surgery(model)
+        distributed.check_after_surgery(model)  # NEUROPRUNE_DEBUG_DIST=1: the ranks still hold the same state
         return model
 
     def after_surgery(self, model: nn.Module) -> None:
@@ -131,6 +133,10 @@ class TorchBackend:
     def world(self) -> tuple[int, int]:
         """``(rank, world size)``: ``(0, 1)`` outside a process group."""
         return distributed.rank(), distributed.world_size()
+
+    def share_owned(self, mine: dict, error: BaseException | None = None) -> dict:
+        """Results each rank computed for the data it owns, merged on every rank (see :mod:`neuroprune.torch.owners`)."""
+        return share_owned(mine, error)
 
     # -- measuring -------------------------------------------------------------------
     def measure(self, model: nn.Module, task, config, batch_sizes=(1, 64)) -> dict[str, Any]:

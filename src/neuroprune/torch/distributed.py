@@ -29,7 +29,8 @@ import importlib
 import itertools
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,6 +73,10 @@ def init_from_env(timeout_s: float | None = None) -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
+    if rank() != 0:  # every rank meets the same conditions: rank 0 says it once
+        from neuroprune.core.errors import NeuropruneWarning
+
+        warnings.filterwarnings("ignore", category=NeuropruneWarning)
     return active()
 
 
@@ -158,6 +163,13 @@ def collective(function: Callable) -> Callable:
     return wrapper
 
 
+def on_writer(function: Callable, *args, **kwargs) -> Any:
+    """Run ``function`` on rank 0 only while the other ranks wait (then a barrier): its result on
+    rank 0, ``None`` elsewhere. A failure on rank 0 is raised on every rank."""
+    with guarded(barrier_at_end=True):
+        return function(*args, **kwargs) if is_writer() else None
+
+
 def barrier() -> None:
     """Wait for every rank (and raise any rank's failure on all of them)."""
     sync_errors()
@@ -184,6 +196,17 @@ def shard(batches: Iterable[Any]) -> Iterable[Any]:
     return itertools.islice(batches, rank(), None, world_size())
 
 
+def all_reduce_sums(values: Sequence[float]) -> list[float]:
+    """``values`` summed over the ranks (one float64 ``all_reduce``), on every rank: how a metric's
+    numerator and denominator from each rank's share of the batches become the metric of all."""
+    if not active():
+        return [float(v) for v in values]
+    sync_errors()
+    total = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device())
+    dist.all_reduce(total)
+    return total.tolist()
+
+
 def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False) -> Statistics:
     """Sum ``stats`` over the ranks, in place: the schemas are exchanged once, then one float64
     and one int64 ``all_reduce`` carry every field in a fixed order (a rank that lacks a field adds
@@ -197,6 +220,8 @@ def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False)
     schema = merge_schemas(schemas)
     if gradients_reduced:
         schema = [entry for entry in schema if entry.field not in GRADIENT_FIELDS]
+    grams = [entry for entry in schema if entry.field == "gram"]
+    schema = [entry for entry in schema if entry.field != "gram"]
     floats, ints = stats.flat_arrays(schema, like=torch.zeros(0, device=_device()))
     dist.all_reduce(floats)
     dist.all_reduce(ints)
@@ -204,7 +229,39 @@ def all_reduce_statistics(stats: Statistics, *, gradients_reduced: bool = False)
     stats.load_flat(schema, floats, ints)
     for key, value in stats.weight_grad_abs.items():  # back onto the device they were collected on
         stats.weight_grad_abs[key] = value.to(local.get(key, value.device))
+    _reduce_grams_to_owners(stats, grams)
     return stats
+
+
+def gram_owner(index: int) -> int:
+    """The rank that holds the ``index``-th Gram matrix (in schema order): round-robin over the ranks."""
+    return index % world_size()
+
+
+def _reduce_grams_to_owners(stats: Statistics, grams: list) -> None:
+    """Sum each Gram matrix onto its owner rank only (``reduce``, not ``all_reduce``: they are
+    inputs x inputs per layer); the other ranks drop theirs and note the owner in ``gram_owners``."""
+    for index, entry in enumerate(grams):
+        axis = stats.axis(*entry.key)
+        owner = gram_owner(index)
+        mine = axis.gram
+        device = _device()
+        total = (torch.zeros(entry.shape, dtype=torch.float64, device=device) if mine is None
+                 else mine.to(device=device, dtype=torch.float64).contiguous())
+        dist.reduce(total, dst=owner)
+        axis.gram = total.to(mine.device if mine is not None else total.device) if rank() == owner else None
+        stats.gram_owners[tuple(entry.key)] = owner
+
+
+def tensor_hashes(model: torch.nn.Module) -> list[tuple[str, str]]:
+    """(name, sha256 of shape, dtype and bytes) of every tensor of the model's state, by name."""
+    hashes = []
+    for name, tensor in sorted(model.state_dict().items()):
+        digest = hashlib.sha256(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
+        if tensor.numel():
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        hashes.append((name, digest.hexdigest()))
+    return hashes
 
 
 def state_hash(model: torch.nn.Module) -> str:
@@ -218,18 +275,41 @@ def state_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_same_state(model: torch.nn.Module) -> None:
-    """Debug check: raise on every rank if the model's state differs between ranks."""
+def check_same_state(model: torch.nn.Module, when: str = "") -> None:
+    """Debug check (a collective): raise the same :class:`~neuroprune.core.errors.NeuropruneError`
+    on every rank if the model's state differs between ranks, naming the first differing tensor."""
     if not active():
         return
     sync_errors()
-    hashes: list[Any] = [None] * world_size()
-    dist.all_gather_object(hashes, state_hash(model))
-    if len(set(hashes)) > 1:
+    everyone: list[Any] = [None] * world_size()
+    dist.all_gather_object(everyone, tensor_hashes(model))
+    reference = dict(everyone[0])
+    for other, hashes in enumerate(everyone[1:], start=1):
+        if hashes == everyone[0]:
+            continue
+        mine = dict(hashes)
+        names = sorted(set(reference) | set(mine))
+        first = next(name for name in names if reference.get(name) != mine.get(name))
+        what = "is missing on one of them" if first not in reference or first not in mine else "differs"
         from neuroprune.core.errors import NeuropruneError
 
-        raise NeuropruneError(f"the model differs between ranks (state hashes {hashes}): every rank must apply "
-                              "the same surgery")
+        raise NeuropruneError(f"ranks 0 and {other} diverged{' ' + when if when else ''}: tensor {first!r} {what} "
+                              "(every rank must apply the same surgery to the same weights)")
+
+
+#: set to 1 to compare a hash of the model's state across ranks after every surgery (slow: debugging)
+DEBUG_ENV = "NEUROPRUNE_DEBUG_DIST"
+
+
+def debug_checks() -> bool:
+    """True when ``NEUROPRUNE_DEBUG_DIST=1``: :func:`check_after_surgery` then compares the ranks."""
+    return os.environ.get(DEBUG_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_after_surgery(model: torch.nn.Module) -> None:
+    """With ``NEUROPRUNE_DEBUG_DIST=1`` in a process group, :func:`check_same_state` after a surgery."""
+    if debug_checks() and active():
+        check_same_state(model, when="after a surgery")
 
 
 def worst_exit_status(code: int) -> int:

@@ -285,7 +285,9 @@ def collect_statistics(model: nn.Module, graph: DependencyGraph, batches: Iterab
             (``False``: each rank's ``batches`` already are its own share). Either way the sums
             are then added over the ranks (one flat float64 and one int64 ``all_reduce``); under a
             ``DistributedDataParallel`` model, whose gradients are already averaged, only the
-            activation fields are. A failure on any rank is raised on every rank.
+            activation fields are. Gram matrices are summed onto one owner rank per layer only
+            (``stats.gram_owners``; see :mod:`neuroprune.torch.owners`). A failure on any rank is
+            raised on every rank.
     """
     with distributed.guarded():
         stats = _collect_local(model, graph, distributed.shard(batches) if shard else batches, loss_fn,
@@ -325,7 +327,7 @@ def _collect_local(model: nn.Module, graph: DependencyGraph, batches: Iterable[A
             p.grad = None
             p.requires_grad_(id(p) in read)
         total = len(batches) if hasattr(batches, "__len__") else None
-        for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)):
+        for index, batch in enumerate(tqdm(batches, total=total, desc=desc, disable=not progress or not distributed.is_writer(), leave=False)):
             if observer is not None and token_mask is not None:
                 observer.token_mask = token_mask(batch)
             with torch.set_grad_enabled(gradients):

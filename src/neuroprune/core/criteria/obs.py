@@ -20,12 +20,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import array_api_compat as compat
 import numpy as np
 
 from neuroprune.core.criteria.arrays import like, namespace, to_host
+from neuroprune.core.criteria.owned import run_on_owners
 from neuroprune.core.criteria.registry import Criterion, Needs, get_criterion, register_criterion
 from neuroprune.core.errors import ConfigError, DataError
 
@@ -109,27 +111,41 @@ class ObsCriterion(Criterion):
         damping = float(options.get("damping", DEFAULT_DAMPING))
         if not damping >= 0:
             raise ConfigError([f"criterion 'obs': damping must be >= 0, got {damping}"])
-        scores = {}
+        owners = getattr(data.stats, "gram_owners", None) or {}
+        jobs, readers_of = {}, {}
         for group in data.graph.groups:
-            total = np.zeros(group.size, dtype=np.float64)
             readers = [m for m in group.members if m.axis == "in"]
             for member in readers:
-                entry = data.stats.axes.get((member.path, member.axis)) if data.stats else None
+                key = (member.path, member.axis)
+                entry = data.stats.axes.get(key) if data.stats else None
+                held = (entry is not None and entry.gram is not None) or key in owners  # here or on its owner rank
                 kind = data.graph.module_types.get(member.path, "?")
-                if kind not in LINEAR_TYPES and (entry is None or entry.gram is None):
+                if kind not in LINEAR_TYPES and not held:
                     raise ConfigError([f"criterion 'obs' scores units read by nn.Linear layers only; group "
                                        f"{group.name!r} is read by {member.path} ({kind}). Give that "
                                        "group another criterion (a layer policy) or choose one of the others"])
-                if entry is None or entry.gram is None:
+                if not held:
                     raise DataError(f"criterion 'obs': no input statistics for {member.path}; it did not run on "
                                     "the calibration data")
-                total += removal_costs(_reader_weight(data, member.path), entry.gram, member.unit_of, group.size,
-                                       damping)
+                jobs[(group.name, member.path)] = (key, functools.partial(_member_costs, data, member, group.size,
+                                                                          damping))
             if not readers:
                 raise ConfigError([f"criterion 'obs': group {group.name!r} is read by no layer, so removing a unit "
                                    "changes no output it could measure"])
+            readers_of[group.name] = [(group.name, m.path) for m in readers]
+        costs = run_on_owners(data, jobs)  # each Gram matrix is solved where it is held
+        scores = {}
+        for group in data.graph.groups:
+            total = np.zeros(group.size, dtype=np.float64)
+            for job in readers_of[group.name]:
+                total += costs[job]
             scores[group.name] = total
         return scores
+
+
+def _member_costs(data, member, units: int, damping: float) -> np.ndarray:
+    entry = data.stats.axes[(member.path, member.axis)]
+    return removal_costs(_reader_weight(data, member.path), entry.gram, member.unit_of, units, damping)
 
 
 def _reader_weight(data, path: str) -> Any:

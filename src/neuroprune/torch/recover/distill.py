@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from neuroprune.core.errors import ConfigError
 from neuroprune.core.tasks import capabilities_of
+from neuroprune.torch.distributed import is_writer
 from neuroprune.torch.recover.training import training_step
 
 
@@ -81,7 +82,7 @@ def distill(model: nn.Module, task, *, epochs: int = 1, max_seconds: float | Non
         p.requires_grad_(False)  # no gradient is even computed for them
     start = time.perf_counter()
     per_epoch: int | None = None
-    bar = tqdm(desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(desc=desc, unit="step", disable=not progress or not is_writer(), leave=False)
     try:
         for epoch in range(epochs):
             total, count = 0.0, 0

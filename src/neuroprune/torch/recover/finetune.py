@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from neuroprune.torch.distributed import is_writer
 from neuroprune.torch.modes import training_mode
 from neuroprune.torch.recover.precision import MasterWeights
 from neuroprune.torch.recover.training import training_step
@@ -44,7 +45,7 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     masters = MasterWeights(trainable)
     optimizer = torch.optim.Adam(masters.optimized, lr=learning_rate)
     history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress or not is_writer(), leave=False)
     with closing(bar), training_mode(model):
         for epoch in bar:
             total, count = 0.0, 0

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from neuroprune.core.errors import NonFiniteError, PlanError
+from neuroprune.torch import distributed
+from neuroprune.torch.owners import owner_of, solve_on_owner
 from neuroprune.torch.weights import reads_like_linear
 
 MAX_ROWS_PER_BATCH = 8192
@@ -137,7 +140,7 @@ def _target(captured: dict[str, torch.Tensor], path: str, residual_sum: str | No
 def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: Any, batches: list[Any],
                 run: Callable[[nn.Module, Any], Any], ridge: float = 1e-3,
                 token_mask: Callable[[Any], torch.Tensor | None] | None = None,
-                residual_sum: str | None = None) -> None:
+                residual_sum: str | None = None, *, owner: int = 0) -> None:
     """Least-squares re-fit of layer ``path`` of ``student`` on its ``kept`` input channels.
 
     With ``token_mask``, Linear inputs shaped (batch, tokens, features) only contribute the rows
@@ -148,18 +151,23 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: Any, ba
     The target is then what the *teacher* feeds that module minus the *student's* residual, so the
     layer also absorbs the error that earlier pruned layers left in the residual stream, instead of
     reproducing its own old output on top of it.
+
+    Under torchrun each rank sums its share of the batches and the rank ``owner`` solves
+    (:func:`~neuroprune.torch.owners.solve_on_owner`); every rank gets the same new weights.
     """
     s_mod = student.get_submodule(path)
     kept = torch.as_tensor(kept, dtype=torch.long)
     captured: dict[str, torch.Tensor] = {}
     # the forward passes stop where the fit has what it needs: what comes later does not matter
     hooks = _hooks(student, teacher, path, residual_sum, captured)
-    generator = torch.Generator().manual_seed(0)
     gram = cross = None
     has_bias = s_mod.bias is not None
     try:
         with torch.no_grad():
-            for batch in batches:
+            # under torchrun each rank sums its share of whole batches; a batch's row sample is
+            # seeded by its index, so the sums do not depend on the number of ranks
+            for index, batch in distributed.shard(list(enumerate(batches))):
+                generator = torch.Generator().manual_seed(index)
                 _run_until_captured(run, teacher, batch)
                 _run_until_captured(run, student, batch)
                 real = _row_mask(s_mod, captured["x"], token_mask(batch) if token_mask is not None else None)
@@ -173,12 +181,23 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: Any, ba
     finally:
         for hook in hooks:
             hook.remove()
-    n = gram.shape[0] - int(has_bias)
-    scale = float(torch.diagonal(gram)[:n].mean()) if n else 0.0
-    gram[:n, :n] += torch.eye(n, dtype=gram.dtype, device=gram.device) * ridge * max(scale, 1e-12)
-    solution = _solve_normal_equations(gram, cross)  # (inputs [+1], outputs)
-    if not bool(torch.isfinite(solution).all()):
-        raise NonFiniteError(f"reconstruction of {path} produced non-finite weights")
+    size, outputs = _fit_shape(s_mod, len(kept))
+    n = size - int(has_bias)
+    if gram is None:  # this rank had no batch: it adds zeros
+        gram = torch.zeros(size, size, dtype=torch.float64, device=s_mod.weight.device)
+        cross = torch.zeros(size, outputs, dtype=torch.float64, device=s_mod.weight.device)
+
+    def solve(sums: torch.Tensor) -> torch.Tensor:
+        gram, cross = sums[:, :size].clone(), sums[:, size:]
+        scale = float(torch.diagonal(gram)[:n].mean()) if n else 0.0
+        gram[:n, :n] += torch.eye(n, dtype=gram.dtype, device=gram.device) * ridge * max(scale, 1e-12)
+        solution = _solve_normal_equations(gram, cross)  # (inputs [+1], outputs)
+        if not bool(torch.isfinite(solution).all()):
+            raise NonFiniteError(f"reconstruction of {path} produced non-finite weights")
+        return solution
+
+    # the sums go to the layer's owner rank, which solves; every rank gets the new weights
+    solution = solve_on_owner(owner, torch.cat([gram, cross], dim=1), solve, (size, outputs))
     weight = solution[:n].T
     with torch.no_grad():
         index = kept.to(s_mod.weight.device)
@@ -191,6 +210,17 @@ def refit_layer(student: nn.Module, teacher: nn.Module, path: str, kept: Any, ba
             s_mod.weight[:, index] = weight.reshape(out, k, *s_mod.kernel_size).to(s_mod.weight.dtype)
         if has_bias:
             s_mod.bias.copy_(solution[n].to(s_mod.bias.dtype))
+
+
+def _fit_shape(module: nn.Module, kept: int) -> tuple[int, int]:
+    """(rows of the normal equations: features [+ bias], outputs) of re-fitting ``module`` on ``kept`` inputs."""
+    if isinstance(module, nn.Linear):
+        features, outputs = kept, module.weight.shape[0]
+    elif reads_like_linear(module):  # Conv1D: (in, out)
+        features, outputs = kept, module.weight.shape[1]
+    else:
+        features, outputs = kept * math.prod(module.kernel_size), module.weight.shape[0]
+    return features + int(module.bias is not None), outputs
 
 
 def _solve_normal_equations(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
@@ -225,7 +255,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, keep: Mapping[str, Mappi
     """
     order = [name for name, _ in student.named_modules()]
     targets = [p for p in order if p in keep and "in" in keep[p] and _reconstructable(student.get_submodule(p))]
-    for path in tqdm(targets, desc="reconstructing", disable=not progress, leave=False):
+    bar = tqdm(targets, desc="reconstructing", disable=not progress or not distributed.is_writer(), leave=False)
+    for number, path in enumerate(bar):
         refit_layer(student, teacher, path, keep[path]["in"], batches, run, ridge, token_mask,
-                    (residual_sums or {}).get(path))
+                    (residual_sums or {}).get(path), owner=owner_of(number))
     return targets
