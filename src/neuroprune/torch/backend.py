@@ -96,7 +96,11 @@ class TorchBackend:
                     token_mask=token_mask_of(task), residual_sums=self.residual_sums(student) or None)
 
     def recover(self, model: nn.Module, task, config, teacher: nn.Module | None, desc: str) -> int:
-        """Fine-tune (or distil from ``teacher``) in place; a task with ``own_recovery`` recovers itself."""
+        """Fine-tune (or distil from ``teacher``) in place; a task with ``own_recovery`` recovers itself.
+
+        In a process group of several ranks each rank trains on a slice of every batch, under DDP or
+        FSDP2 (``config.recover_sharding``, default ``"ddp"``; see
+        :mod:`~neuroprune.torch.recover.data_parallel`)."""
         if not config.finetune_epochs:
             return 0
         options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress,
@@ -105,7 +109,7 @@ class TorchBackend:
             task.finetune(model, **options)
         else:
             finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
-                     temperature=config.distill_temperature)
+                     temperature=config.distill_temperature, sharding=getattr(config, "recover_sharding", "ddp"))
         return config.finetune_epochs
 
     def snapshot(self):
