@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import mlp, toy_data  # noqa: E402
 
 from neuroprune import ClassificationTask  # noqa: E402
+from neuroprune.torch import distributed  # noqa: E402
 from neuroprune.torch.recover.distill import distill  # noqa: E402
 from neuroprune.torch.recover.finetune import finetune  # noqa: E402
 
@@ -60,6 +61,10 @@ def run_case(name: str) -> dict:
         model, task = _count_rows(mlp((6, 24, 16, 3)), rows), _task(149 if name == "mlp-tail" else 7)
         sharding = {"mlp-fsdp": "fsdp", "mlp-none": "none"}.get(name, "ddp")
         history = finetune(model, task, epochs=3, learning_rate=1e-2, progress=False, sharding=sharding)
+    elif name == "mlp-user-ddp":  # the user's own DDP model: sliced, not wrapped again
+        model, task = _count_rows(mlp((6, 24, 16, 3)), rows), _task(7)
+        net = nn.parallel.DistributedDataParallel(model) if distributed.active() else model
+        history = finetune(net, task, epochs=3, learning_rate=1e-2, progress=False)
     elif name == "residual":
         model, task = _count_rows(ResidualMLP(), rows), _task(7)
         history = finetune(model, task, epochs=3, learning_rate=1e-2, progress=False)
@@ -80,7 +85,17 @@ def run_case(name: str) -> dict:
     return {"state": _state(model), "history": history, "rows": sum(rows)}
 
 
-RECOVER_CASES = ("mlp", "mlp-tail", "residual", "kd", "distill", "mlp-fsdp", "distill-fsdp", "mlp-none")
+RECOVER_CASES = ("mlp", "mlp-tail", "mlp-user-ddp", "residual", "kd", "distill", "mlp-fsdp", "distill-fsdp", "mlp-none")
+
+
+def backward_alone() -> bool:
+    """After a DDP fine-tuning, rank 0 alone back-propagates through the model: no gradient hook of
+    the dropped DDP wrapper may stay behind (it would wait for the other ranks)."""
+    model, task = mlp((6, 24, 16, 3)), _task(7)
+    finetune(model, task, epochs=1, progress=False)
+    if distributed.rank() == 0:
+        model(torch.randn(4, 6)).sum().backward()
+    return model[0].weight.grad is not None or distributed.rank() != 0
 
 
 def prune_case() -> dict:

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recover_cases import RECOVER_CASES, prune_case, run_case  # noqa: E402
+from recover_cases import RECOVER_CASES, backward_alone, prune_case, run_case  # noqa: E402
 
 from neuroprune.torch import distributed  # noqa: E402
 
@@ -25,6 +25,7 @@ def main() -> None:
         hashes = [None] * distributed.world_size()
         dist.all_gather_object(hashes, {k: v.sum().item() for k, v in results[name]["state"].items()})
         results[name]["same_on_every_rank"] = all(h == hashes[0] for h in hashes)
+    results["backward_alone"] = backward_alone()
     results["world_size"] = distributed.world_size()
     if distributed.is_writer():
         torch.save(results, out)
