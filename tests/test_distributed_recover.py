@@ -13,8 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from neuroprune import PruneConfig
 from neuroprune.core.errors import ConfigError
-from neuroprune.torch.recover.data_parallel import DataParallel, slice_batch
+from neuroprune.torch.recover.data_parallel import DataParallel, sharded_as, slice_batch
 
 
 @pytest.mark.parametrize("rows, world", [(7, 2), (5, 3), (2, 3), (64, 2), (1, 2)])
@@ -48,6 +49,24 @@ def test_one_process_trains_the_model_itself_and_a_bad_sharding_is_refused():
         assert replica.mean(3.0) == 3.0
     with pytest.raises(ConfigError, match="recover_sharding must be one of ddp, fsdp, none"):
         DataParallel(model, "zero3")
+    with pytest.raises(ConfigError, match="recover_sharding must be one of ddp, fsdp, none, got 'zero3'"):
+        PruneConfig(recover_sharding="zero3")
+
+
+def test_the_sharding_set_for_a_block_reaches_recovery_inside_it():
+    model = nn.Linear(2, 1)
+    assert DataParallel(model).sharding == "ddp"
+    with sharded_as("fsdp"):
+        assert DataParallel(model).sharding == "fsdp" and DataParallel(model, "none").sharding == "none"
+    assert DataParallel(model).sharding == "ddp"
+
+
+def test_the_cli_option_reaches_the_config():
+    from neuroprune.cli.main import build_parser
+    from neuroprune.cli.settings import config_from_args
+
+    args = build_parser().parse_args(["prune", "--model", "zoo:mlp", "--data", "digits", "--recover-sharding", "fsdp"])
+    assert config_from_args(args).recover_sharding == "fsdp"
 
 
 # -- 2 ranks under torchrun ------------------------------------------------------------------
@@ -84,10 +103,11 @@ def test_recovery_over_two_ranks_gives_the_weights_of_one_process(two_ranks, nam
 
 
 @pytest.mark.dist
-def test_a_full_prune_with_fine_tuning_over_two_ranks_matches_one_process(two_ranks):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_a_full_prune_with_fine_tuning_over_two_ranks_matches_one_process(two_ranks, sharding):
     from recover_cases import prune_case
 
-    one, many = prune_case(), two_ranks["prune"]
+    one, many = prune_case(sharding), two_ranks["prune" if sharding == "ddp" else "prune-fsdp"]
     assert many["same_on_every_rank"]
     assert many["plan"] == one["plan"] and many["steps"] == one["steps"]
     _close(many["trained"], one["trained"])  # trained_mlp() itself fine-tunes under DDP on 2 ranks

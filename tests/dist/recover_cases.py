@@ -98,14 +98,14 @@ def backward_alone() -> bool:
     return model[0].weight.grad is not None or distributed.rank() != 0
 
 
-def prune_case() -> dict:
-    """A full prune() with reconstruction and one fine-tuning epoch per attempt: plan, decisions, weights."""
+def prune_case(sharding: str = "ddp") -> dict:
+    """A full prune() with reconstruction and two fine-tuning epochs per attempt: plan, decisions, weights."""
     from cases import prune_config, trained_mlp
 
     from neuroprune import prune
 
     model, task = trained_mlp()
-    result = prune(model, task, prune_config(finetune_epochs=2))
+    result = prune(model, task, prune_config(finetune_epochs=2, recover_sharding=sharding))
     steps = [{k: s.get(k) for k in ("step", "attempt", "removed", "accepted", "accuracy")} for s in result.report["steps"]]
     return {"plan": result.plan.to_dict()["modules"], "steps": steps, "state": _state(result.model),
             "trained": _state(model)}

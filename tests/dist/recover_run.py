@@ -18,10 +18,13 @@ from neuroprune.torch import distributed  # noqa: E402
 
 def main() -> None:
     distributed.init_from_env(timeout_s=60)
-    out, names = sys.argv[1], sys.argv[2:] or [*RECOVER_CASES, "prune"]
+    out, names = sys.argv[1], sys.argv[2:] or [*RECOVER_CASES, "prune", "prune-fsdp"]
     results = {}
     for name in names:
-        results[name] = prune_case() if name == "prune" else run_case(name)
+        if name.startswith("prune"):
+            results[name] = prune_case("fsdp" if name == "prune-fsdp" else "ddp")
+        else:
+            results[name] = run_case(name)
         hashes = [None] * distributed.world_size()
         dist.all_gather_object(hashes, {k: v.sum().item() for k, v in results[name]["state"].items()})
         results[name]["same_on_every_rank"] = all(h == hashes[0] for h in hashes)

@@ -38,6 +38,7 @@ from neuroprune.torch.cost_model import CostModel
 from neuroprune.torch.graph.discover import discover
 from neuroprune.torch.masks import apply_masks
 from neuroprune.torch.metrics import count_flops, count_parameters, measure_latency_ms, measure_model
+from neuroprune.torch.recover.data_parallel import sharded_as
 from neuroprune.torch.recover.finetune import finetune
 from neuroprune.torch.recover.reconstruct import reconstruct
 from neuroprune.torch.recover.rollback import Snapshot
@@ -105,11 +106,12 @@ class TorchBackend:
             return 0
         options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress,
                        desc=desc)
-        if "own_recovery" in capabilities_of(task):
-            task.finetune(model, **options)
-        else:
-            finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
-                     temperature=config.distill_temperature, sharding=getattr(config, "recover_sharding", "ddp"))
+        with sharded_as(getattr(config, "recover_sharding", "ddp")):
+            if "own_recovery" in capabilities_of(task):
+                task.finetune(model, **options)
+            else:
+                finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
+                         temperature=config.distill_temperature)
         return config.finetune_epochs
 
     def snapshot(self):

@@ -4,7 +4,8 @@ Under an initialised process group of more than one rank, :class:`DataParallel` 
 for fine-tuning or distillation in ``torch.nn.parallel.DistributedDataParallel`` (``"ddp"``, the
 default) or shards it with FSDP2 ``fully_shard`` (``"fsdp"``, for models whose gradients and
 optimiser state do not fit one device); ``"none"`` trains the whole model on every rank
-(identical work N times). The task's batch stays the *global* batch: rank r takes the r-th
+(identical work N times); :func:`sharded_as` sets the choice for a block of code (the torch
+backend sets ``PruneConfig.recover_sharding`` around a task's own recovery). The task's batch stays the *global* batch: rank r takes the r-th
 contiguous chunk of its rows (:func:`slice_batch`) and scales its mean loss by
 ``rows_r / rows * world``, so the gradient averaged over the ranks equals the one-process
 gradient of the whole batch, even when the chunks are unequal (a rank without a row computes on
@@ -31,18 +32,31 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from neuroprune.core.config import RECOVER_SHARDINGS as SHARDINGS
 from neuroprune.core.errors import ConfigError
 from neuroprune.torch import distributed
 
-#: how recovery runs over the ranks of a process group
-SHARDINGS = ("ddp", "fsdp", "none")
+_SHARDING: ContextVar[str] = ContextVar("neuroprune_recover_sharding", default="ddp")
+
+
+@contextmanager
+def sharded_as(sharding: str) -> Iterator[None]:
+    """Recovery inside the block that is not told otherwise runs with ``sharding`` (one of
+    :data:`SHARDINGS`; ``"ddp"`` outside any such block)."""
+    token = _SHARDING.set(sharding)
+    try:
+        yield
+    finally:
+        _SHARDING.reset(token)
 
 
 def _rows(batch: Any) -> int | None:
@@ -108,6 +122,8 @@ def _fsdp_units(model: nn.Module) -> list[nn.Module]:
 class DataParallel:
     """A context in which ``net`` trains ``model`` over the ranks (see the module docstring).
 
+    ``sharding``: one of :data:`SHARDINGS`; ``None`` for the one :func:`sharded_as` set.
+
     Build the optimizer on :meth:`parameters` inside the block (FSDP2 trains a sharded copy);
     compute every step's loss with :meth:`loss`. On leaving, an FSDP2 copy's full parameters are
     gathered back into ``model``, floating buffers (BatchNorm running statistics, which differ per
@@ -115,7 +131,8 @@ class DataParallel:
     model, and the wrapper is dropped (no gradient hook stays on ``model``).
     """
 
-    def __init__(self, model: nn.Module, sharding: str = "ddp"):
+    def __init__(self, model: nn.Module, sharding: str | None = None):
+        sharding = _SHARDING.get() if sharding is None else sharding
         if sharding not in SHARDINGS:
             raise ConfigError([f"recover_sharding must be one of {', '.join(SHARDINGS)}, got {sharding!r}"])
         self.model, self.sharding = model, sharding

@@ -58,7 +58,7 @@ def _learning_rate(peak: float, step: int, warmup: int, fraction: float) -> floa
 
 def distill(model: nn.Module, task, *, epochs: int = 1, max_seconds: float | None = None, learning_rate: float = 5e-5,
             weight_decay: float = 0.0, warmup_steps: int = 20, train_embeddings: bool = False,
-            progress: bool = True, desc: str = "distilling", sharding: str = "ddp") -> DistillResult:
+            progress: bool = True, desc: str = "distilling", sharding: str | None = None) -> DistillResult:
     """Train ``model`` in place on ``task.distill_loss`` for ``epochs`` epochs or ``max_seconds``.
 
     Args:
@@ -68,7 +68,8 @@ def distill(model: nn.Module, task, *, epochs: int = 1, max_seconds: float | Non
         max_seconds: time budget (wall clock, checked after every step); ``None`` for no limit.
         learning_rate: peak AdamW learning rate.
         train_embeddings: also train ``nn.Embedding`` tables.
-        sharding: ``"ddp"``, ``"fsdp"`` or ``"none"``: how a process group of several ranks trains.
+        sharding: ``"ddp"``, ``"fsdp"`` or ``"none"``: how a process group of several ranks trains
+            (``None``: as :func:`~neuroprune.torch.recover.data_parallel.sharded_as` set, default ``"ddp"``).
     """
     if epochs < 0 or (max_seconds is not None and max_seconds <= 0) or learning_rate <= 0:
         raise ConfigError([f"distillation needs epochs >= 0, max_seconds > 0 and learning_rate > 0; got {epochs}, "

@@ -26,7 +26,7 @@ from neuroprune.torch.recover.training import training_step
 
 def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3, progress: bool = True,
              desc: str = "fine-tuning", teacher: nn.Module | None = None, distill_weight: float = 0.0,
-             temperature: float = 4.0, sharding: str = "ddp") -> list[float]:
+             temperature: float = 4.0, sharding: str | None = None) -> list[float]:
     """Train ``model`` in place for ``epochs`` epochs; returns the mean loss of every epoch.
 
     With a ``teacher`` (the unpruned model) and ``distill_weight`` > 0, the task's
@@ -37,7 +37,8 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     copies (:mod:`~neuroprune.torch.recover.precision`).
 
     In a process group of several ranks, each rank trains on a slice of every batch under DDP
-    (``sharding="ddp"``) or FSDP2 (``"fsdp"``), or on the whole batch (``"none"``); see
+    (``sharding="ddp"``) or FSDP2 (``"fsdp"``), or on the whole batch (``"none"``); ``None``: the one set by
+    :func:`~neuroprune.torch.recover.data_parallel.sharded_as` (default ``"ddp"``); see
     :mod:`~neuroprune.torch.recover.data_parallel`. The optimizer is built anew on every call.
     """
     distill = teacher is not None and distill_weight > 0
