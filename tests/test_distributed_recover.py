@@ -110,7 +110,6 @@ def test_a_full_prune_with_fine_tuning_over_two_ranks_matches_one_process(two_ra
     one, many = prune_case(sharding), two_ranks["prune" if sharding == "ddp" else "prune-fsdp"]
     assert many["same_on_every_rank"]
     assert many["plan"] == one["plan"] and many["steps"] == one["steps"]
-    _close(many["trained"], one["trained"])  # trained_mlp() itself fine-tunes under DDP on 2 ranks
     _close(many["state"], one["state"])
 
 

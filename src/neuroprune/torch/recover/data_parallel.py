@@ -155,7 +155,11 @@ class DataParallel:
             self._copy = copy.deepcopy(self.model)
             mesh = init_device_mesh(_device().type, (self.world,))
             for unit in _fsdp_units(self._copy):
-                fully_shard(unit, mesh=mesh)
+                try:
+                    fully_shard(unit, mesh=mesh)
+                except AssertionError as error:  # FSDP2: "FSDP expects uniform original parameter dtype"
+                    raise ConfigError([f"recover_sharding='fsdp' could not shard {type(unit).__name__} ({error}); "
+                                       "FSDP2 needs one parameter dtype per module it shards: use 'ddp'"]) from error
             self.net = self._copy
         return self
 
