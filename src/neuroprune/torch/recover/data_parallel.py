@@ -207,8 +207,22 @@ class DataParallel:
                     for name, buffer in self._copy.named_buffers():
                         self.model.get_buffer(name).copy_(buffer)
                 self._share_buffers()
+        self._drop_hooks()
         self.net, self._copy = self.model, None
-        gc.collect()  # the DDP reducer, and with it its gradient hooks on the model's parameters
+
+    def _drop_hooks(self) -> None:
+        """Remove the gradient hooks our DDP wrapper put on the model's parameters (they would wait
+        for the other ranks in a later backward of one rank); ``gc.collect`` (a second here) only
+        where this torch has no ``_remove_autograd_hooks``."""
+        if not isinstance(self.net, nn.parallel.DistributedDataParallel) or self.net is self.model:
+            return
+        if hasattr(self.net, "_remove_autograd_hooks"):
+            self.net._remove_autograd_hooks()
+            for handle in getattr(self.net, "_accum_grad_hooks", ()):
+                handle.remove()
+        else:
+            self.net = None
+            gc.collect()
 
     def _share_buffers(self) -> None:
         device = _device()
