@@ -34,7 +34,8 @@ def test_slices_cover_the_batch_once_and_their_weights_give_the_global_mean(rows
 
 def test_slicing_follows_dicts_named_tuples_and_leaves_other_values_whole():
     Pair = namedtuple("Pair", "x y")
-    batch = {"ids": torch.ones(5, 3), "mask": torch.zeros(5, 3), "scale": torch.tensor(2.0), "pair": Pair(torch.ones(5), 7)}
+    batch = {"ids": torch.ones(5, 3), "mask": torch.zeros(5, 3), "scale": torch.tensor(2.0),
+             "pair": Pair(torch.ones(5), 7)}
     part, weight = slice_batch(batch, 1, 2)
     assert part["ids"].shape == (3, 3) and part["mask"].shape == (3, 3) and part["scale"].dim() == 0
     assert isinstance(part["pair"], Pair) and part["pair"].x.shape == (3,) and part["pair"].y == 7

@@ -106,5 +106,6 @@ def prune_case(sharding: str = "ddp") -> dict:
 
     model, task = trained_mlp()
     result = prune(model, task, prune_config(finetune_epochs=2, recover_sharding=sharding))
-    steps = [{k: s.get(k) for k in ("step", "attempt", "removed", "accepted", "accuracy")} for s in result.report["steps"]]
+    keys = ("step", "attempt", "removed", "accepted", "accuracy")
+    steps = [{k: s.get(k) for k in keys} for s in result.report["steps"]]
     return {"plan": result.plan.to_dict()["modules"], "steps": steps, "state": _state(result.model)}

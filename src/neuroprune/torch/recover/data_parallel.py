@@ -5,8 +5,8 @@ for fine-tuning or distillation in ``torch.nn.parallel.DistributedDataParallel``
 default) or shards it with FSDP2 ``fully_shard`` (``"fsdp"``, for models whose gradients and
 optimiser state do not fit one device); ``"none"`` trains the whole model on every rank
 (identical work N times); :func:`sharded_as` sets the choice for a block of code (the torch
-backend sets ``PruneConfig.recover_sharding`` around a task's own recovery). The task's batch stays the *global* batch: rank r takes the r-th
-contiguous chunk of its rows (:func:`slice_batch`) and scales its mean loss by
+backend sets ``PruneConfig.recover_sharding`` around a task's own recovery). The task's batch
+stays the *global* batch: rank r takes the r-th contiguous chunk of its rows (:func:`slice_batch`) and scales its mean loss by
 ``rows_r / rows * world``, so the gradient averaged over the ranks equals the one-process
 gradient of the whole batch, even when the chunks are unequal (a rank without a row computes on
 one row with weight 0). Every rank iterates the same batches (the task derives its shuffles

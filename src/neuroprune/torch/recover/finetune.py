@@ -47,7 +47,8 @@ def finetune(model: nn.Module, task, *, epochs: int, learning_rate: float = 1e-3
     if epochs <= 0 or not any(p.requires_grad for p in model.parameters()):
         return []
     if distill:
-        loss_fn = lambda net, batch: task.distillation_loss(net, teacher, batch, distill_weight, temperature)  # noqa: E731
+        def loss_fn(net, batch):
+            return task.distillation_loss(net, teacher, batch, distill_weight, temperature)
     else:
         loss_fn = task.loss
     history = []
