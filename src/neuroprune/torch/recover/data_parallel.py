@@ -1,18 +1,18 @@
 """Recovery training over the ranks of a process group: each rank a slice of every global batch.
 
-Under an initialised process group of more than one rank, :class:`DataParallel` wraps the model
-for fine-tuning or distillation in ``torch.nn.parallel.DistributedDataParallel`` (``"ddp"``, the
+Under an initialised process group of more than one rank, :class:`DataParallel` wraps the model for
+fine-tuning or distillation in ``torch.nn.parallel.DistributedDataParallel`` (``"ddp"``, the
 default) or shards it with FSDP2 ``fully_shard`` (``"fsdp"``, for models whose gradients and
-optimiser state do not fit one device); ``"none"`` trains the whole model on every rank
-(identical work N times); :func:`sharded_as` sets the choice for a block of code (the torch
-backend sets ``PruneConfig.recover_sharding`` around a task's own recovery). The task's batch
-stays the *global* batch: rank r takes the r-th contiguous chunk of its rows (:func:`slice_batch`) and scales its mean loss by
-``rows_r / rows * world``, so the gradient averaged over the ranks equals the one-process
-gradient of the whole batch, even when the chunks are unequal (a rank without a row computes on
-one row with weight 0). Every rank iterates the same batches (the task derives its shuffles
-from ``(seed, epoch)``), and the loss of every step is summed over the ranks before backward:
-every rank sees the same global loss, and a rank whose forward raised makes all raise the same
-error instead of leaving them waiting in the gradient all-reduce.
+optimiser state do not fit one device); ``"none"`` trains the whole model on every rank (identical
+work N times); :func:`sharded_as` sets the choice for a block of code (the torch backend sets
+``PruneConfig.recover_sharding`` around a task's own recovery). The task's batch stays the *global*
+batch: rank r takes the r-th contiguous chunk of its rows (:func:`slice_batch`) and scales its mean
+loss by ``rows_r / rows * world``, so the gradient averaged over the ranks equals the one-process
+gradient of the whole batch, even when the chunks are unequal (a rank without a row computes on one
+row with weight 0). Every rank iterates the same batches (the task derives its shuffles from
+``(seed, epoch)``), and the loss of every step is summed over the ranks before backward: every rank
+sees the same global loss, and a rank whose forward raised makes all raise the same error instead
+of leaving them waiting in the gradient all-reduce.
 
 Outside a process group (or with one rank) everything here is the identity.
 
