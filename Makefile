@@ -33,7 +33,7 @@ test: setup
 
 # the torch.distributed tests: each launches torchrun with 2-3 CPU processes (gloo) under a timeout
 test-dist: setup
-	$(BIN)/python -m pytest -q -m dist tests/test_distributed.py tests/test_distributed_prune.py tests/test_distributed_sharding.py
+	$(BIN)/python -m pytest -q -m dist tests/test_distributed.py tests/test_distributed_prune.py tests/test_distributed_sharding.py tests/test_distributed_recover.py
 
 $(VISION_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VISION_VENV)

@@ -105,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         scope=args.scope, steps=args.steps, tolerance=args.tolerance, min_width=args.min_width,
         judge=args.judge, max_attempts=args.max_attempts, max_seconds=args.max_seconds,
         round_to=args.round_to, finetune_epochs=finetune_epochs, learning_rate=learning_rate,
+        recover_sharding=getattr(args, "recover_sharding", "ddp"),
         reconstruct=args.reconstruct, activation_threshold=args.activation_threshold, ignore=tuple(args.ignore),
         ignore_untraceable=getattr(args, "ignore_untraceable", False), seed=args.seed, latency_runs=args.latency_runs, progress=not args.quiet,
         distill_weight=getattr(args, "distill", 0.0), distill_temperature=getattr(args, "distill_temperature", 4.0))

@@ -21,6 +21,8 @@ from neuroprune.core.policy import LayerPolicy
 
 SCOPES = ("local", "global")
 JUDGES = ("after", "before")
+#: how fine-tuning / distillation runs over the ranks of a process group (see docs/distributed.md)
+RECOVER_SHARDINGS = ("ddp", "fsdp", "none")
 
 
 def _is_number(value: Any) -> bool:
@@ -71,6 +73,9 @@ class PruneConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (Adam)"})
     distill_weight: float = field(default=0.0, metadata={"help": "fine-tune against the unpruned model's outputs, in [0, 1]"})
     distill_temperature: float = field(default=4.0, metadata={"help": "softening temperature of the distillation"})
+    recover_sharding: str = field(default="ddp", metadata={"help": "over several processes (torchrun): 'ddp' "
+                                  "(each rank a slice of every batch), 'fsdp' (FSDP2, also shards parameters, "
+                                  "gradients and optimizer state) or 'none' (every rank trains on whole batches)"})
     reconstruct: bool = field(default=False, metadata={"help": "least-squares re-fit of layers reading pruned neurons"})
     activation_threshold: float = field(default=0.0, metadata={"help": "a neuron counts as active above this value"})
     ignore: tuple[str, ...] = field(default=(), metadata={"help": "module paths to leave unpruned"})
@@ -145,6 +150,8 @@ class PruneConfig:
         if not (_is_number(self.distill_temperature) and math.isfinite(self.distill_temperature)
                 and self.distill_temperature > 0):
             p.append(_bad("distill_temperature", self.distill_temperature, "be > 0"))
+        if self.recover_sharding not in RECOVER_SHARDINGS:
+            p.append(f"recover_sharding must be one of {', '.join(RECOVER_SHARDINGS)}, got {self.recover_sharding!r}")
         if not (_is_number(self.activation_threshold) and math.isfinite(self.activation_threshold)):
             p.append(_bad("activation_threshold", self.activation_threshold, "be a finite number"))
         for name in ("reconstruct", "progress"):

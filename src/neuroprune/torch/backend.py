@@ -39,6 +39,7 @@ from neuroprune.torch.cost_model import CostModel
 from neuroprune.torch.graph.discover import discover
 from neuroprune.torch.masks import apply_masks
 from neuroprune.torch.metrics import count_flops, count_parameters, measure_latency_ms, measure_model
+from neuroprune.torch.recover.data_parallel import sharded_as
 from neuroprune.torch.recover.finetune import finetune
 from neuroprune.torch.recover.reconstruct import reconstruct
 from neuroprune.torch.recover.rollback import Snapshot
@@ -106,16 +107,21 @@ class TorchBackend:
                     token_mask=token_mask_of(task), residual_sums=self.residual_sums(student) or None)
 
     def recover(self, model: nn.Module, task, config, teacher: nn.Module | None, desc: str) -> int:
-        """Fine-tune (or distil from ``teacher``) in place; a task with ``own_recovery`` recovers itself."""
+        """Fine-tune (or distil from ``teacher``) in place; a task with ``own_recovery`` recovers itself.
+
+        In a process group of several ranks each rank trains on a slice of every batch, under DDP or
+        FSDP2 (``config.recover_sharding``, default ``"ddp"``; see
+        :mod:`~neuroprune.torch.recover.data_parallel`)."""
         if not config.finetune_epochs:
             return 0
         options = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, progress=config.progress,
                        desc=desc)
-        if "own_recovery" in capabilities_of(task):
-            task.finetune(model, **options)
-        else:
-            finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
-                     temperature=config.distill_temperature)
+        with sharded_as(getattr(config, "recover_sharding", "ddp")):
+            if "own_recovery" in capabilities_of(task):
+                task.finetune(model, **options)
+            else:
+                finetune(model, task, **options, teacher=teacher, distill_weight=config.distill_weight,
+                         temperature=config.distill_temperature)
         return config.finetune_epochs
 
     def snapshot(self):

@@ -31,7 +31,7 @@ from neuroprune.core.loop_state import LoopState
 from neuroprune.core.plan import PruningPlan
 
 STATE_FILE = "state.json"
-_IGNORED_SETTINGS = ("progress", "latency_runs")
+_IGNORED_SETTINGS = ("progress", "latency_runs", "recover_sharding")  # how, not what: results do not depend on it
 _FINGERPRINT_MEANING = {"weights": "other model weights (--weights, or training before pruning)",
                         "data": "other data (the data set, its batch size, calibration samples or seed)"}
 

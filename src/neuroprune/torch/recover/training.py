@@ -26,17 +26,19 @@ from neuroprune.torch.recover.precision import MasterWeights
 
 
 def training_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, masters: MasterWeights | None = None, *,
-                  what: str = "training loss", where: str = "") -> float:
+                  value: float | None = None, what: str = "training loss", where: str = "") -> float:
     """Zero the gradients, ``loss.backward()``, step ``optimizer``; returns the loss as a float.
 
     Args:
         masters: float32 master copies the optimizer steps on (their gradients are cleared after).
+        value: the loss to check and return, if not ``loss.item()`` (over many ranks: the global
+            batch's loss, the same on every rank, so all refuse a non-finite one together).
         what, where: name the loss in the error, e.g. ``"fine-tuning loss"``, ``"in epoch 3"``.
 
     Raises:
         NonFiniteError: the loss is NaN or infinite; nothing was stepped.
     """
-    value = loss.item()
+    value = loss.item() if value is None else value
     if not math.isfinite(value):
         raise NonFiniteError(f"{what} became {value}{' ' + where if where else ''}; lower the learning rate")
     if masters is not None:
