@@ -133,6 +133,3 @@ def test_fine_tuning_and_rollback_in_the_loop(trained, digits_task):
                          progress=False, latency_runs=1)
     result = neuroprune.prune(trained, digits_task, config)
     assert any(not step["accepted"] for step in result.report["steps"])
-    with pytest.raises(ConfigError, match="reconstruct is not supported for Keras"):
-        neuroprune.prune(trained, digits_task, PruneConfig(criterion="magnitude", ratio=0.5, reconstruct=True,
-                                                           progress=False, latency_runs=1))
