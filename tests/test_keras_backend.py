@@ -17,7 +17,7 @@ from keras_models import keras, mlp, outputs, residual_cnn  # noqa: E402
 import neuroprune  # noqa: E402
 from neuroprune.core.backend import Backend, backend_for  # noqa: E402
 from neuroprune.core.config import PruneConfig  # noqa: E402
-from neuroprune.core.errors import CheckpointError, ConfigError  # noqa: E402
+from neuroprune.core.errors import CheckpointError  # noqa: E402
 from neuroprune.data import load_digits  # noqa: E402
 from neuroprune.keras.graph import discover  # noqa: E402
 from neuroprune.keras.io import load, load_keras_model  # noqa: E402
