@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "model", None):
         raise ConfigError(["--model is required to export a torch folder: the ORIGINAL model, zoo:NAME or "
                            "path/to/file.py:build_fn"])
-    if getattr(args, "format", "onnx") not in FORMATS:
+    if getattr(args, "format", "onnx") in set(KERAS_FORMATS) - set(FORMATS):  # unknown names: export_folder says
         raise ConfigError([f"format {args.format!r} is for Keras folders; torch folders: {', '.join(sorted(FORMATS))}"])
     check = export_folder(
         args.out_dir, args.folder, args.model, getattr(args, "format", "onnx"),
