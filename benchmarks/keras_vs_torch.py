@@ -5,21 +5,32 @@ Per seed, the write-up's MLP (64-128-64-10 on the digits) and a small CNN (conv 
 same weights (kernels transposed). Both are pruned by the same config (75 % of the hidden neurons,
 criterion ``magnitude`` or the write-up's ``seed``, one step), then fine-tuned for the same number
 of epochs, each in its own framework (``model.fit`` vs neuroprune's torch loop). Reported: test
-accuracy (mean ± std over seeds), parameters, bytes of the saved weights, batch-1 and batch-64
-latency. TensorFlow Model Optimization is not compared: it needs TensorFlow and ``tf_keras``,
-which this machine does not install (its ``prune_low_magnitude`` keeps the model dense anyway).
+accuracy (mean ± std over seeds), parameters, bytes of the saved weights, size on disk of the
+``.keras`` file (and gzip-compressed), batch-1 and batch-64 latency (medians over seeds).
+
+TensorFlow Model Optimization: when ``--tf-python`` (default ``/work/venv-tf/bin/python``, a
+benchmark-only venv with ``tensorflow-cpu tensorflow-model-optimization tf_keras``) exists,
+benchmarks/tfmot_baseline.py runs in it on the same digits split and seeds (``prune_low_magnitude``
+at the same 75 % sparsity, the same fine-tuning epochs, ``strip_pruning``) and times neuroprune's
+pruned MLPs in the same TensorFlow runtime; its JSON is merged into a second table. Where it does
+not install or run, the error is written into the results instead.
 
     KERAS_BACKEND=torch python benchmarks/keras_vs_torch.py            # 5 seeds
     KERAS_BACKEND=torch python benchmarks/keras_vs_torch.py --quick    # 2 seeds
+    # the TF-MOT comparison alone (the write-up MLP, magnitude), into results/keras_vs_tfmot.md
+    KERAS_BACKEND=torch python benchmarks/keras_vs_torch.py --quick --models mlp --criteria magnitude --out keras_vs_tfmot
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -38,6 +49,18 @@ from neuroprune.torch.metrics import measure_latency_ms as torch_latency  # noqa
 
 DENSE_EPOCHS, FINETUNE_EPOCHS, RATIO = 20, 5, 0.75
 RESULTS = Path(__file__).resolve().parent / "results"
+TF_PYTHON = "/work/venv-tf/bin/python"
+
+
+def disk_bytes(model) -> tuple[int, int]:
+    """Bytes of the model's ``.keras`` file (architecture and weights, no optimizer state), and gzip-compressed."""
+    bare = type(model).from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        bare.save(path)
+        data = path.read_bytes()
+    return len(data), len(gzip.compress(data, 9))
 
 
 def keras_mlp(seed: int):
@@ -85,7 +108,7 @@ class Channels_last(nn.Module):  # noqa: N801 - named after what it does
         return x.permute(0, 2, 3, 1)
 
 
-def run(kind: str, criterion: str, seed: int) -> dict:
+def run(kind: str, criterion: str, seed: int, keep_dir: Path | None = None) -> dict:
     layout = "image" if kind == "cnn" else "flat"
     data = load_digits(seed=0, layout=layout)
     ktask = KerasClassificationTask(data, batch_size=64, seed=seed)
@@ -109,6 +132,12 @@ def run(kind: str, criterion: str, seed: int) -> dict:
         row[f"b1_ms_{name}"] = latency(m, x1, runs=30, warmup=5)
         row[f"b64_ms_{name}"] = latency(m, x64, runs=30, warmup=5)
     row["dense_params"] = kres.report["before"]["params"]
+    row["weight_bytes_keras"] = int(sum(w.nbytes for w in kres.model.get_weights()))
+    row["weight_bytes_dense"] = int(sum(w.nbytes for w in model.get_weights()))
+    row["disk_dense"], row["gzip_dense"] = disk_bytes(model)
+    row["disk_keras"], row["gzip_keras"] = disk_bytes(kres.model)
+    if keep_dir is not None:
+        kres.model.save(keep_dir / f"seed{seed}.keras")
     row["dense_bytes"] = keras_size(model)
     row["dense_b1_ms_keras"], row["dense_b64_ms_keras"] = keras_latency(model, kx1, 30, 5), keras_latency(model, kx64, 30, 5)
     return row
@@ -121,6 +150,10 @@ def mean_std(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds instead of 5")
+    parser.add_argument("--tf-python", default=TF_PYTHON, help="python of the TensorFlow venv for the TF-MOT baseline")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn (default both)")
+    parser.add_argument("--criteria", default="magnitude,seed", help="comma-separated (default magnitude,seed)")
+    parser.add_argument("--out", default="keras_vs_torch", help="results/<OUT>.md and .json (default keras_vs_torch)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import keras
@@ -129,26 +162,83 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# neuroprune-keras vs neuroprune-torch ({RATIO:.0%} of hidden neurons, {FINETUNE_EPOCHS} fine-tuning "
              f"epochs; Keras backend {keras.backend.backend()}, {len(seeds)} seeds)", "",
              "| model | criterion | dense acc | pruned acc keras | pruned acc torch | params dense -> keras / torch "
-             "| bytes dense -> keras | batch-1 ms dense -> keras (torch) | batch-64 ms dense -> keras (torch) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| bytes dense -> keras | .keras on disk (gzip) dense -> keras "
+             "| batch-1 ms dense -> keras (torch) | batch-64 ms dense -> keras (torch) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     raw = {}
-    for kind in ("mlp", "cnn"):
-        for criterion in ("magnitude", "seed"):
-            rows = [run(kind, criterion, seed) for seed in seeds]
+    keep_dir = Path(tempfile.mkdtemp(prefix="neuroprune-keras-mlp-"))
+    for kind in args.models.split(","):
+        for criterion in args.criteria.split(","):
+            keep = keep_dir if (kind, criterion) == ("mlp", "magnitude") else None
+            rows = [run(kind, criterion, seed, keep) for seed in seeds]
             raw[f"{kind}/{criterion}"] = rows
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             lines.append(f"| {kind} | {criterion} | {mean_std([r['dense_keras'] for r in rows])} "
                          f"| {mean_std([r['pruned_keras'] for r in rows])} | {mean_std([r['pruned_torch'] for r in rows])} "
                          f"| {med['dense_params']:.0f} -> {med['params_keras']:.0f} / {med['params_torch']:.0f} "
                          f"| {med['dense_bytes']:.0f} -> {med['bytes_keras']:.0f} "
+                         f"| {med['disk_dense']:.0f} ({med['gzip_dense']:.0f}) -> {med['disk_keras']:.0f} "
+                         f"({med['gzip_keras']:.0f}) "
                          f"| {med['dense_b1_ms_keras']:.3f} -> {med['b1_ms_keras']:.3f} ({med['b1_ms_torch']:.3f}) "
                          f"| {med['dense_b64_ms_keras']:.3f} -> {med['b64_ms_keras']:.3f} ({med['b64_ms_torch']:.3f}) |")
             print(lines[-1], file=sys.stderr)
+    if "mlp/magnitude" in raw:  # TF-MOT's baseline is the magnitude-pruned MLP
+        lines += ["", *tfmot_section(args.tf_python, seeds, keep_dir, raw)]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "keras_vs_torch.md").write_text(text)
-    (RESULTS / "keras_vs_torch.json").write_text(json.dumps(raw, indent=1))
+    (RESULTS / f"{args.out}.md").write_text(text)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(raw, indent=1))
+
+
+def tfmot_section(tf_python: str, seeds, keep_dir: Path, raw: dict) -> list[str]:
+    """The TF-MOT comparison table (benchmarks/tfmot_baseline.py in the TensorFlow venv), or why there is none."""
+    title = f"## vs TensorFlow Model Optimization (prune_low_magnitude, {RATIO:.0%} sparsity, same split and budget)"
+    if not Path(tf_python).exists():
+        return [title, "", f"not run: {tf_python} does not exist (python -m venv /work/venv-tf && /work/venv-tf/bin/pip "
+                           "install tensorflow-cpu tensorflow-model-optimization tf_keras)"]
+    ktask = KerasClassificationTask(load_digits(seed=0, layout="flat"))
+    split = {f"{a}_{s}": ktask.splits[s][i] for s in ("train", "val", "test") for i, a in enumerate(("x", "y"))}
+    np.savez(keep_dir / "split.npz", **split)
+    out = keep_dir / "tfmot.json"
+    command = ["nice", "-n", "19", tf_python, str(Path(__file__).with_name("tfmot_baseline.py")), "--data",
+               str(keep_dir / "split.npz"), "--out", str(out), "--seeds", *map(str, seeds), "--dense-epochs",
+               str(DENSE_EPOCHS), "--finetune-epochs", str(FINETUNE_EPOCHS), "--sparsity", str(RATIO),
+               "--neuroprune", str(keep_dir)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        error = (done.stderr or done.stdout).strip().splitlines()[-15:]
+        return [title, "", f"tfmot_baseline.py failed (exit {done.returncode}):", "", "```", *error, "```"]
+    tf = json.loads(out.read_text())
+    raw["tfmot"] = tf
+    ours, theirs, on_tf = raw["mlp/magnitude"], tf["rows"], tf.get("neuroprune_on_tensorflow", {})
+    med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
+    tf_rows = list(on_tf.values())
+    lines = [title, "", f"TensorFlow {tf['tensorflow']}, tfmot {tf['tfmot']}; latency: median of tf.function-compiled model(x, training=False) calls in TensorFlow (one thread), median over seeds (neuroprune's "
+                        f"pruned .keras loaded with Keras {tf_rows[0]['keras_version'] if tf_rows else '?'} on the "
+                        "TensorFlow backend).", "",
+             "| method | acc | params (non-zero) | weight bytes | .keras bytes (gzip) | .h5 bytes (gzip) | batch-1 ms "
+             "| batch-64 ms |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| dense (Keras, torch backend) | {mean_std([r['dense_keras'] for r in ours])} | {med(ours, 'dense_params'):.0f} "
+             f"| {med(ours, 'weight_bytes_dense'):.0f} | {med(ours, 'disk_dense'):.0f} ({med(ours, 'gzip_dense'):.0f}) | - | - | - |",
+             f"| TF-MOT prune_low_magnitude + strip_pruning (tf_keras) | {mean_std([r['acc'] for r in theirs])} "
+             f"| {med(theirs, 'params'):.0f} ({1 - med(theirs, 'sparsity'):.0%} of kernels) | {med(theirs, 'weight_bytes'):.0f} "
+             f"| {med(theirs, 'bytes_keras'):.0f} ({med(theirs, 'gzip_keras'):.0f}) "
+             f"| {med(theirs, 'bytes_h5'):.0f} ({med(theirs, 'gzip_h5'):.0f}) "
+             f"| {med(theirs, 'b1_ms'):.3f} | {med(theirs, 'b64_ms'):.3f} |",
+             f"| neuroprune (75 % of hidden neurons removed) | {mean_std([r['pruned_keras'] for r in ours])} "
+             f"| {med(ours, 'params_keras'):.0f} | {med(ours, 'weight_bytes_keras'):.0f} | {med(ours, 'disk_keras'):.0f} ({med(ours, 'gzip_keras'):.0f}) | - "
+             f"| {med(tf_rows, 'b1_ms') if tf_rows else float('nan'):.3f} "
+             f"| {med(tf_rows, 'b64_ms') if tf_rows else float('nan'):.3f} |", "",
+             f"Weight bytes: float32 arrays. TF-MOT dense accuracy before pruning: {mean_std([r['dense_acc'] for r in theirs])}. neuroprune vs TF-MOT: "
+             f"weights {med(theirs, 'weight_bytes') / med(ours, 'weight_bytes_keras'):.1f}x smaller, .keras file "
+             f"{med(theirs, 'bytes_keras') / med(ours, 'disk_keras'):.1f}x smaller "
+             f"({med(theirs, 'gzip_keras') / med(ours, 'gzip_keras'):.1f}x gzip-compressed; a .keras file carries "
+             "~18 KB of zip/HDF5/config overhead whatever the weights), batch-1 latency "
+             f"{med(theirs, 'b1_ms') / med(tf_rows, 'b1_ms') if tf_rows else float('nan'):.2f}x, batch-64 "
+             f"{med(theirs, 'b64_ms') / med(tf_rows, 'b64_ms') if tf_rows else float('nan'):.2f}x faster."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from keras_models import keras, mlp, outputs, residual_cnn  # noqa: E402
 import neuroprune  # noqa: E402
 from neuroprune.core.backend import Backend, backend_for  # noqa: E402
 from neuroprune.core.config import PruneConfig  # noqa: E402
-from neuroprune.core.errors import CheckpointError, ConfigError  # noqa: E402
+from neuroprune.core.errors import CheckpointError  # noqa: E402
 from neuroprune.data import load_digits  # noqa: E402
 from neuroprune.keras.graph import discover  # noqa: E402
 from neuroprune.keras.io import load, load_keras_model  # noqa: E402
@@ -133,6 +133,3 @@ def test_fine_tuning_and_rollback_in_the_loop(trained, digits_task):
                          progress=False, latency_runs=1)
     result = neuroprune.prune(trained, digits_task, config)
     assert any(not step["accepted"] for step in result.report["steps"])
-    with pytest.raises(ConfigError, match="reconstruct is not supported for Keras"):
-        neuroprune.prune(trained, digits_task, PruneConfig(criterion="magnitude", ratio=0.5, reconstruct=True,
-                                                           progress=False, latency_runs=1))

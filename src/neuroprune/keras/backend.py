@@ -3,7 +3,8 @@
 :class:`KerasBackend` implements :class:`neuroprune.core.backend.Backend` (name ``"keras"``, written
 into plans) on any Keras backend: the graph from ``get_config`` (:mod:`~neuroprune.keras.graph`),
 numpy weight rows (:mod:`~neuroprune.keras.layers`), probe statistics (:mod:`~neuroprune.keras.stats`),
-``set_weights`` masks, config-rewriting surgery, ``model.fit`` recovery and ``.keras`` + safetensors
+``set_weights`` masks, config-rewriting surgery, recovery (least-squares reconstruction, ``model.fit``
+fine-tuning, distillation) and ``.keras`` + safetensors
 folders. :func:`neuroprune.prune` picks it for any ``keras.Model``.
 
 Surgery builds a new model (Keras cannot resize a built layer), so :meth:`KerasBackend.apply_keep`
@@ -34,14 +35,15 @@ from typing import Any
 import numpy as np
 
 from neuroprune.core.backend import Keep, WeightRows, register_backend
-from neuroprune.core.errors import ConfigError
 from neuroprune.core.groups import DependencyGraph
 from neuroprune.keras import checkpoint, io
 from neuroprune.keras.graph import discover
 from neuroprune.keras.layers import rule_for, weights_by_name
 from neuroprune.keras.masks import apply_masks
+from neuroprune.keras.distill import distill
 from neuroprune.keras.metrics import count_flops, measure_latency_ms, measure_model
 from neuroprune.keras.paths import layer_at
+from neuroprune.keras.reconstruct import reconstruct
 from neuroprune.keras.stats import collect_statistics
 from neuroprune.keras.surgery import apply_keep, clone
 
@@ -119,17 +121,22 @@ class KerasBackend:
         return apply_keep(model, keep)
 
     def reconstruct(self, student: Any, before: Any, keep: Keep, task, config) -> None:
-        raise ConfigError(["reconstruct is not supported for Keras models yet; turn it off (reconstruct=False) "
-                           "and recover with fine-tuning (finetune_epochs)"])
+        """Least-squares re-fit of the Dense / pointwise-conv consumers of removed channels
+        (:mod:`~neuroprune.keras.reconstruct`)."""
+        reconstruct(student, before, keep, task.calibration_batches(), progress=config.progress)
 
     def recover(self, model: Any, task, config, teacher: Any, desc: str) -> int:
-        """``task.finetune`` (``model.fit``) for ``config.finetune_epochs``."""
+        """``task.finetune`` (``model.fit``) for ``config.finetune_epochs``; with a teacher and
+        ``config.distill_weight`` > 0, distillation (:mod:`~neuroprune.keras.distill`)."""
         if not config.finetune_epochs:
             return 0
-        if config.distill_weight > 0:
-            raise ConfigError(["distillation is not supported for Keras models yet; set distill_weight=0"])
-        task.finetune(model, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
-                      progress=config.progress, desc=desc)
+        if teacher is not None and config.distill_weight > 0:
+            distill(model, teacher, task, epochs=config.finetune_epochs, weight=config.distill_weight,
+                    temperature=config.distill_temperature, learning_rate=config.learning_rate,
+                    progress=config.progress)
+        else:
+            task.finetune(model, epochs=config.finetune_epochs, learning_rate=config.learning_rate,
+                          progress=config.progress, desc=desc)
         return config.finetune_epochs
 
     def snapshot(self) -> _RandomState:
