@@ -198,7 +198,7 @@ class LMTask:
     def logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(batch, tokens, vocab)`` (no key/value cache)."""
         kwargs: dict[str, Any] = {"input_ids": input_ids}
-        if "use_cache" in inspect.signature(model.forward).parameters:
+        if "use_cache" in inspect.signature(getattr(model, "module", model).forward).parameters:  # under DDP too
             kwargs["use_cache"] = False
         output = model(**kwargs)
         return output[0] if isinstance(output, tuple) else output.logits

@@ -321,7 +321,7 @@ class TextTask:
     def encode(self, model: nn.Module, batch: dict[str, torch.Tensor], hidden_states: bool = False):
         """Normalised sentence embeddings of ``batch`` (and all hidden states if asked)."""
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "use_cache" in inspect.signature(model.forward).parameters:
+        if "use_cache" in inspect.signature(getattr(model, "module", model).forward).parameters:  # under DDP too
             kwargs["use_cache"] = False
         if hidden_states:
             kwargs["output_hidden_states"] = True
