@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuroprune.core.errors import NonFiniteError
+from neuroprune.core.errors import DataError, NonFiniteError
 
 
 def solve_normal_equations(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
@@ -56,7 +56,7 @@ class NormalEquations:
     def solve(self, ridge: float = 1e-3, what: str = "the least-squares fit") -> tuple[np.ndarray, np.ndarray | None]:
         """``(weight (inputs, outputs), bias (outputs,) or None)``; the ridge is ``ridge * mean(diag)``."""
         if self.gram is None:
-            raise ValueError(f"{what}: no rows were added")
+            raise DataError(f"{what}: no calibration rows were added")
         gram = self.gram.copy()
         n = gram.shape[0] - int(self.bias)
         scale = float(np.diagonal(gram)[:n].mean()) if n else 0.0

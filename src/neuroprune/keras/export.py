@@ -8,7 +8,7 @@ program, ``model.pt2``) needs the torch backend. ``tf_saved_model`` needs ``pip 
 ``litert`` (``model.tflite``) needs TensorFlow, or ``pip install litert-torch`` on the torch backend;
 ``openvino`` (``model.xml``) needs ``pip install openvino``. ``keras`` and ``safetensors`` copy the
 folder's own files. The file is written under a temporary name and renamed into place only once
-the export and its check succeeded. Checks: ``onnx`` with onnxruntime (when installed), ``torch``
+the export and its check succeeded (:mod:`neuroprune.core.atomic`). Checks: ``onnx`` with onnxruntime (when installed), ``torch``
 with ``torch.export.load``, ``keras`` with ``keras.saving.load_model``, ``safetensors`` array by
 array, each at two batch sizes against the Keras outputs; the other formats are not checked.
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from neuroprune.core.atomic import atomic_path, replace_folder
 from neuroprune.core.errors import CheckpointError, ConfigError, ExportError, OutputExistsError
 from neuroprune.keras.io import KERAS_FILE, MODEL_FILE, PLAN_FILE, load_keras_model
 
@@ -174,29 +175,14 @@ def export_keras_folder(out_dir: str | os.PathLike, folder: str | os.PathLike, f
         raise OutputExistsError(f"output {str(target)!r} already exists; choose another folder or pass --overwrite")
     model = load_keras_model(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".{name}.partial{Path(name).suffix}"
-    _remove(staging)
-    try:
+    writer = replace_folder(target) if fmt == "tf_saved_model" else atomic_path(target)
+    with writer as staging:  # renamed into place only once the export and its check succeeded
         if fmt in ("keras", "safetensors"):
             shutil.copyfile(Path(folder) / name, staging)
         else:
             _export(model, fmt, staging)
         checked, worst, note = _check(fmt, staging, model, batch_sizes, rtol, atol, check)
-        _remove(target)
-        os.replace(staging, target)
-    finally:
-        _remove(staging)
     return KerasExportCheck(fmt, target, keras.backend.backend(), checked, worst, note)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-    data = path.with_name(path.name + ".data")  # an ONNX file's external weights, when written
-    if data.exists():
-        data.unlink()
 
 
 __all__ = ["FORMATS", "KerasExportCheck", "export_keras_folder", "is_keras_folder"]
