@@ -186,9 +186,13 @@ def recurrent_graphs(draw):
     k = keras()
     seed = draw(st.integers(0, 1000))
     dense = functools.partial(k.layers.Dense, kernel_initializer="zeros")
-    recurrent = {"lstm": k.layers.LSTM, "gru": k.layers.GRU, "rnn": k.layers.SimpleRNN}
+    # zeros initialisers (randomise sets the weights) and a dropout seed: Keras would draw from Python's
+    # random module inside the strategy, and compile once per shape on jax
+    zeros = {"kernel_initializer": "zeros", "recurrent_initializer": "zeros", "seed": 0}
+    recurrent = {name: functools.partial(layer, **zeros) for name, layer in
+                 {"lstm": k.layers.LSTM, "gru": k.layers.GRU, "rnn": k.layers.SimpleRNN}.items()}
     inp = k.Input((4, 3))
-    x = k.layers.Conv1D(draw(st.integers(2, 6)), 2, padding="same", activation="relu")(inp)
+    x = k.layers.Conv1D(draw(st.integers(2, 6)), 2, padding="same", activation="relu", kernel_initializer="zeros")(inp)
     for kind in draw(st.lists(st.sampled_from(["lstm", "gru", "rnn", "dense", "residual", "concat", "gn"]),
                               min_size=1, max_size=3)):
         width = draw(st.integers(2, 5))
@@ -197,9 +201,9 @@ def recurrent_graphs(draw):
         elif kind == "dense":
             x = dense(width, activation="relu")(x)
         elif kind == "residual":
-            x = k.layers.Add()([x, k.layers.LSTM(x.shape[-1], return_sequences=True)(x)])
+            x = k.layers.Add()([x, recurrent["lstm"](x.shape[-1], return_sequences=True)(x)])
         elif kind == "concat":
-            x = k.layers.Concatenate()([x, k.layers.GRU(width, return_sequences=True, reset_after=False)(x)])
+            x = k.layers.Concatenate()([x, recurrent["gru"](width, return_sequences=True, reset_after=False)(x)])
         else:
             channels = x.shape[-1]
             groups = draw(st.sampled_from([g for g in range(1, channels + 1) if channels % g == 0]))
