@@ -35,6 +35,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from neuroprune.core.errors import PlanError
+
 
 def _clone(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
@@ -111,7 +113,7 @@ class ChangedSlices:
     at a time (transient), so the peak is one module's weights, not the model's. Where a tensor
     has an *original* (a bit-identical tensor elsewhere, such as the caller's model the working
     copy was cloned from), no values are kept at all: the slices are read back from it, and a
-    restore refuses (``RuntimeError``) if the original was written to meanwhile.
+    restore refuses (``PlanError``) if the original was written to meanwhile.
     """
 
     def __init__(self) -> None:
@@ -154,8 +156,8 @@ class ChangedSlices:
                 if isinstance(values, tuple):  # read back from the untouched original
                     original, version = values
                     if original._version != version:
-                        raise RuntimeError("cannot restore masked weights: the model they were copied from "
-                                           "was modified meanwhile")
+                        raise PlanError("cannot restore masked weights: the model they were copied from was "
+                                        "modified meanwhile; leave it unchanged until the masks are removed")
                     values = original.detach().index_select(dim, index)
                 if dim is None:
                     tensor.copy_(values)
