@@ -16,7 +16,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -121,13 +123,18 @@ def serialized_size_bytes(model: nn.Module) -> int:
     """Return the length in bytes of the safetensors serialisation of the state dict.
 
     Tensors are copied to contiguous CPU tensors. An entry that is the same tensor as an
-    earlier one (tied weights) is stored once, under its first name.
+    earlier one (tied weights) is stored once, under its first name. The serialisation is
+    written to a temporary file and measured there: serialising to bytes in memory would hold
+    two more copies of the model at once.
 
     Example:
         >>> serialized_size_bytes(torch.nn.Linear(4, 2)) > 10 * 4
         True
     """
-    return len(safetensors.torch.save(_unique_cpu_tensors(model.state_dict())))
+    with tempfile.TemporaryDirectory(prefix="neuroprune-size-") as folder:
+        path = os.path.join(folder, "model.safetensors")
+        safetensors.torch.save_file(_unique_cpu_tensors(model.state_dict()), path)
+        return os.path.getsize(path)
 
 
 def measure_latency_ms(
