@@ -48,6 +48,8 @@ from neuroprune.tasks.classification import ClassificationTask  # noqa: E402
 from neuroprune.torch.metrics import measure_latency_ms as torch_latency  # noqa: E402
 
 DENSE_EPOCHS, FINETUNE_EPOCHS, RATIO = 20, 5, 0.75
+#: recovery besides the fine-tuning epochs, set from --reconstruct / --distill (the same for both frameworks)
+RECOVERY: dict = {}
 RESULTS = Path(__file__).resolve().parent / "results"
 TF_PYTHON = "/work/venv-tf/bin/python"
 
@@ -117,7 +119,7 @@ def run(kind: str, criterion: str, seed: int, keep_dir: Path | None = None) -> d
     twin = torch_twin(model)
     ttask = ClassificationTask(data, batch_size=64, seed=seed)
     config = npr.PruneConfig(criterion=criterion, ratio=RATIO, tolerance=1.0, finetune_epochs=FINETUNE_EPOCHS,
-                             progress=False, latency_runs=5, seed=seed)
+                             progress=False, latency_runs=5, seed=seed, **RECOVERY)
     row = {"dense_keras": ktask.evaluate(model, "test"), "dense_torch": ttask.evaluate(twin, "test")}
     kres = npr.prune(model, ktask, config)
     torch.manual_seed(seed)
@@ -154,13 +156,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn (default both)")
     parser.add_argument("--criteria", default="magnitude,seed", help="comma-separated (default magnitude,seed)")
     parser.add_argument("--out", default="keras_vs_torch", help="results/<OUT>.md and .json (default keras_vs_torch)")
+    parser.add_argument("--reconstruct", action="store_true", help="least-squares reconstruction after each removal")
+    parser.add_argument("--distill", type=float, default=0.0, metavar="W",
+                        help="fine-tune with this weight on matching the unpruned model (default 0: plain fine-tuning)")
     args = parser.parse_args(argv)
+    RECOVERY.update(reconstruct=args.reconstruct, distill_weight=args.distill)
+    recipe = "".join([" + reconstruction" if args.reconstruct else "",
+                      f" + distillation (weight {args.distill})" if args.distill else ""])
     torch.set_num_threads(1)
     import keras
 
     seeds = range(2 if args.quick else 5)
     lines = [f"# neuroprune-keras vs neuroprune-torch ({RATIO:.0%} of hidden neurons, {FINETUNE_EPOCHS} fine-tuning "
-             f"epochs; Keras backend {keras.backend.backend()}, {len(seeds)} seeds)", "",
+             f"epochs{recipe}; Keras backend {keras.backend.backend()}, {len(seeds)} seeds)", "",
              "| model | criterion | dense acc | pruned acc keras | pruned acc torch | params dense -> keras / torch "
              "| bytes dense -> keras | .keras on disk (gzip) dense -> keras "
              "| batch-1 ms dense -> keras (torch) | batch-64 ms dense -> keras (torch) |",
