@@ -57,17 +57,19 @@ class Benchmark:
     runtime: str
     env: tuple[tuple[str, str], ...] = ()
     python: str = ".venv/bin/python"  # relative to the checkout; another environment where a benchmark needs one
+    runs: str = ""  # the script, when it is not NAME.py (one script, several benchmarks)
+    args: tuple[str, ...] = ()
 
     @property
     def script(self) -> Path:
-        return BENCH_DIR / f"{self.name}.py"
+        return BENCH_DIR / f"{self.runs or self.name}.py"
 
     @property
     def result(self) -> Path:
         return RESULTS / f"{self.name}.md"
 
     def command(self, quick: bool) -> list[str]:
-        return [f"benchmarks/{self.name}.py", *(["--quick"] if quick else [])]
+        return [f"benchmarks/{self.script.name}", *self.args, *(["--quick"] if quick else [])]
 
     def shown_command(self, quick: bool) -> str:
         env = " ".join(f"{k}={v}" for k, v in self.env)
@@ -107,6 +109,12 @@ BENCHMARKS = (
     Benchmark("keras_vs_torch", "Keras vs. torch", "the write-up MLP and a small CNN pruned by 75 % in Keras 3 and the "
               "same networks in PyTorch: accuracy after the same fine-tuning, parameters, size, latency",
               "~10 min (--quick: 2 seeds)", env=(("KERAS_BACKEND", "torch"),)),
+    Benchmark("keras_vs_tfmot", "Keras vs. TF-MOT", "the write-up MLP at 75 % of its hidden neurons, with "
+              "reconstruction and distillation in the same 5 fine-tuning epochs, vs. TensorFlow Model Optimization's "
+              "prune_low_magnitude at 75 % sparsity (needs /work/venv-tf, see benchmarks/README.md)", "~10 min",
+              env=(("KERAS_BACKEND", "torch"),), runs="keras_vs_torch",
+              args=("--models", "mlp", "--criteria", "magnitude", "--reconstruct", "--distill", "0.5", "--out",
+                    "keras_vs_tfmot")),
     Benchmark("distributed", "Many processes", "statistics pass and full prune on 1 vs. 2 processes under torchrun "
               "(gloo, CPU), same plan", "~3 min"),
     Benchmark("peak_memory", "Peak memory", "peak RSS of a prune of a LLaMA-style decoder, one process per run "
