@@ -86,6 +86,14 @@ def first_units(graph, fraction=0.5):
     return removal
 
 
+def removes_something(model, fraction) -> bool:
+    """Whether :func:`first_units` removes any unit from ``model`` (a random graph may have no group with
+    two units to choose from: nothing to check there)."""
+    from neuroprune.keras.graph import discover
+
+    return any(len(units) for units in first_units(discover(model), fraction).values())
+
+
 def as_numpy_keep(keep):
     return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
 
