@@ -98,6 +98,59 @@ def as_numpy_keep(keep):
     return {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
 
 
+def expected_parameters(model, keep, formulas=None):
+    """Parameters after ``keep``, from the weight shapes and the plan's sizes alone. ``formulas`` maps a
+    layer class to ``f(layer, axes_keep) -> parameters`` where slicing one dimension is not the rule
+    (recurrent gate blocks)."""
+    from neuroprune.keras.layers import rule_for, weight_names
+    from neuroprune.keras.paths import leaf_layers
+
+    total = 0
+    for path, layer in leaf_layers(model):
+        formula = (formulas or {}).get(type(layer).__name__)
+        if formula is not None:
+            total += formula(layer, keep.get(path, {}))
+            continue
+        rule = rule_for(type(layer).__name__)
+        for name, weight in zip(weight_names(layer), layer.weights):
+            shape = list(weight.shape)
+            for axis, kept in keep.get(path, {}).items():
+                dim = rule.weights[axis].get(name) if rule else None
+                if dim is not None:
+                    shape[dim] = len(kept)
+            total += int(np.prod(shape))
+    return total
+
+
+def check_model(model, x, removal_of=first_units, tmp_path=None, formulas=None):
+    """Masked == pruned, bit-exact rollback, parameters == the plan's, plan replay, .keras reload."""
+    from neuroprune.core.plan import PruningPlan
+    from neuroprune.keras.graph import discover
+    from neuroprune.keras.masks import apply_masks
+    from neuroprune.keras.surgery import apply_keep
+
+    graph = discover(model)
+    keep = as_numpy_keep(graph.keep_indices(removal_of(graph)))
+    original = [w.copy() for w in model.get_weights()]
+    reference = outputs(model, x)
+    pruned = apply_keep(model, keep)
+    handle = apply_masks(model, keep)
+    masked = outputs(model, x)
+    handle.remove()
+    np.testing.assert_allclose(outputs(pruned, x), masked, rtol=1e-5, atol=1e-5)
+    assert all((a == b).all() for a, b in zip(original, model.get_weights())), "rollback is not bit-exact"
+    np.testing.assert_array_equal(outputs(model, x), reference)
+    assert pruned.count_params() == expected_parameters(model, keep, formulas) < model.count_params()
+    plan = PruningPlan(adapter="keras").compose(keep, graph.module_types, graph.axis_sizes)
+    replayed = apply_keep(model, PruningPlan.from_dict(plan.to_dict()).keep())
+    np.testing.assert_array_equal(outputs(replayed, x), outputs(pruned, x))
+    if tmp_path is not None:
+        pruned.save(tmp_path / "model.keras")
+        loaded = keras().saving.load_model(tmp_path / "model.keras")
+        np.testing.assert_array_equal(outputs(loaded, x), outputs(pruned, x))
+    return pruned
+
+
 def check_write_up_keras(tmp_path, load_example):
     """examples/write_up_keras.py on tiny settings (skipped without keras): smaller, reloads identically."""
     import pytest

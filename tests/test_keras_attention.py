@@ -11,60 +11,16 @@ pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from keras_models import (as_numpy_keep, first_units, keras, outputs, randomise, removes_something, token_data,  # noqa: E402
+from keras_models import (check_model, first_units, keras, outputs, randomise, removes_something, token_data,  # noqa: E402
                           transformer_block)
 
 import neuroprune  # noqa: E402
 from neuroprune.core.config import PruneConfig  # noqa: E402
 from neuroprune.core.errors import ConfigError  # noqa: E402
-from neuroprune.core.plan import PruningPlan  # noqa: E402
 from neuroprune.keras.graph import discover  # noqa: E402
 from neuroprune.keras.io import load  # noqa: E402
-from neuroprune.keras.layers import rule_for, weight_names  # noqa: E402
-from neuroprune.keras.masks import apply_masks  # noqa: E402
-from neuroprune.keras.paths import leaf_layers  # noqa: E402
 from neuroprune.keras.stats import collect_statistics  # noqa: E402
-from neuroprune.keras.surgery import apply_keep  # noqa: E402
 from neuroprune.keras.task import KerasClassificationTask  # noqa: E402
-
-
-def expected_parameters(model, keep):
-    """Parameters after ``keep``, from the weight shapes and the plan's sizes alone."""
-    total = 0
-    for path, layer in leaf_layers(model):
-        rule = rule_for(type(layer).__name__)
-        for name, weight in zip(weight_names(layer), layer.weights):
-            shape = list(weight.shape)
-            for axis, kept in keep.get(path, {}).items():
-                dim = rule.weights[axis].get(name) if rule else None
-                if dim is not None:
-                    shape[dim] = len(kept)
-            total += int(np.prod(shape))
-    return total
-
-
-def check_model(model, x, removal_of=first_units, tmp_path=None):
-    """Masked == pruned, bit-exact rollback, parameters == the plan's, plan replay, .keras reload."""
-    graph = discover(model)
-    keep = as_numpy_keep(graph.keep_indices(removal_of(graph)))
-    original = [w.copy() for w in model.get_weights()]
-    reference = outputs(model, x)
-    pruned = apply_keep(model, keep)
-    handle = apply_masks(model, keep)
-    masked = outputs(model, x)
-    handle.remove()
-    np.testing.assert_allclose(outputs(pruned, x), masked, rtol=1e-5, atol=1e-5)
-    assert all((a == b).all() for a, b in zip(original, model.get_weights())), "rollback is not bit-exact"
-    np.testing.assert_array_equal(outputs(model, x), reference)
-    assert pruned.count_params() == expected_parameters(model, keep) < model.count_params()
-    plan = PruningPlan(adapter="keras").compose(keep, graph.module_types, graph.axis_sizes)
-    replayed = apply_keep(model, PruningPlan.from_dict(plan.to_dict()).keep())
-    np.testing.assert_array_equal(outputs(replayed, x), outputs(pruned, x))
-    if tmp_path is not None:
-        pruned.save(tmp_path / "model.keras")
-        loaded = keras().saving.load_model(tmp_path / "model.keras")
-        np.testing.assert_array_equal(outputs(loaded, x), outputs(pruned, x))
-    return pruned
 
 
 def value_dim(wanted, key_dim):

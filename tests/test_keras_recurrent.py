@@ -16,24 +16,20 @@ import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from keras_models import (  # noqa: E402
-    as_numpy_keep,
     first_units,
     keras,
     outputs,
     randomise,
-    removes_something,
     recurrent_stack,
     recurrent_states,
+    removes_something,
     text_lstm,
 )
+from keras_models import check_model as shared_check_model  # noqa: E402
 
 from neuroprune.core.backend import backend_for  # noqa: E402
 from neuroprune.core.errors import PlanError  # noqa: E402
-from neuroprune.core.plan import PruningPlan  # noqa: E402
 from neuroprune.keras.graph import discover  # noqa: E402
-from neuroprune.keras.layers import rule_for  # noqa: E402
-from neuroprune.keras.masks import apply_masks  # noqa: E402
-from neuroprune.keras.paths import leaf_layers  # noqa: E402
 from neuroprune.keras.recurrent import GATES  # noqa: E402
 from neuroprune.keras.surgery import apply_keep  # noqa: E402
 
@@ -47,46 +43,8 @@ def _recurrent_parameters(layer, keep):
     return gates * units * (fan_in + units + (bias_rows if config["use_bias"] else 0))
 
 
-def expected_parameters(model, keep):
-    """Parameters after ``keep``, from the weight shapes and the plan's sizes alone (recurrent layers
-    by their formula: gates * units * (inputs + units + bias rows))."""
-    total = 0
-    for path, layer in leaf_layers(model):
-        if type(layer).__name__ in GATES:
-            total += _recurrent_parameters(layer, keep.get(path, {}))
-            continue
-        rule = rule_for(type(layer).__name__)
-        for weight in layer.weights:
-            shape = list(weight.shape)
-            for axis, kept in keep.get(path, {}).items():
-                dim = rule.weights[axis].get(weight.name) if rule else None
-                if dim is not None:
-                    shape[dim] = len(kept)
-            total += int(np.prod(shape))
-    return total
-
-
-def check_model(model, x, removal_of=first_units, tmp_path=None):
-    graph = discover(model)
-    keep = as_numpy_keep(graph.keep_indices(removal_of(graph)))
-    original = [w.copy() for w in model.get_weights()]
-    reference = outputs(model, x)
-    pruned = apply_keep(model, keep)
-    handle = apply_masks(model, keep)
-    masked = outputs(model, x)
-    handle.remove()
-    np.testing.assert_allclose(outputs(pruned, x), masked, rtol=1e-5, atol=1e-5)
-    assert all((a == b).all() for a, b in zip(original, model.get_weights())), "rollback is not bit-exact"
-    np.testing.assert_array_equal(outputs(model, x), reference)
-    assert pruned.count_params() == expected_parameters(model, keep) < model.count_params()
-    plan = PruningPlan(adapter="keras").compose(keep, graph.module_types, graph.axis_sizes)
-    replayed = apply_keep(model, PruningPlan.from_dict(plan.to_dict()).keep())
-    np.testing.assert_array_equal(outputs(replayed, x), outputs(pruned, x))
-    if tmp_path is not None:
-        pruned.save(tmp_path / "model.keras")
-        loaded = keras().saving.load_model(tmp_path / "model.keras")
-        np.testing.assert_array_equal(outputs(loaded, x), outputs(pruned, x))
-    return pruned
+#: masked == pruned etc., with recurrent layers counted by their formula: gates * units * (inputs + units + bias rows)
+check_model = functools.partial(shared_check_model, formulas={name: _recurrent_parameters for name in GATES})
 
 
 def _sequences(batch=3, steps=5, features=4):
