@@ -212,17 +212,17 @@ class DataParallel:
 
     def _drop_hooks(self) -> None:
         """Remove the gradient hooks our DDP wrapper put on the model's parameters (they would wait
-        for the other ranks in a later backward of one rank); ``gc.collect`` (a second here) only
-        where this torch has no ``_remove_autograd_hooks``."""
+        for the other ranks in a later backward of one rank) and free the wrapper now: its reducer
+        sits in a reference cycle, and one collected late, after the process group was destroyed,
+        aborts the process at exit ("terminate called without an active exception")."""
         if not isinstance(self.net, nn.parallel.DistributedDataParallel) or self.net is self.model:
             return
         if hasattr(self.net, "_remove_autograd_hooks"):
             self.net._remove_autograd_hooks()
             for handle in getattr(self.net, "_accum_grad_hooks", ()):
                 handle.remove()
-        else:
-            self.net = None
-            gc.collect()
+        self.net = None
+        gc.collect()
 
     def _share_buffers(self) -> None:
         device = _device()
