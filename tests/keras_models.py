@@ -167,6 +167,19 @@ def check_write_up_keras(tmp_path, load_example):
     assert (tmp_path / "write-up-keras-out" / "model.keras").is_file()
 
 
+CHANNEL_NORMS = ("LayerNormalization", "LayerNormalization(center=False, scale=False)",
+                 "LayerNormalization(rms_scaling=True)", "RMSNormalization")
+
+
+def channel_norm(choice=0, **options):
+    """A normalisation over all channels, by index into :data:`CHANNEL_NORMS`."""
+    layers = keras().layers
+    if choice == 3:
+        return layers.RMSNormalization(**options)
+    variant = [{}, {"center": False, "scale": False, "epsilon": 1e-3}, {"rms_scaling": True}][choice]
+    return layers.LayerNormalization(**variant, **options)
+
+
 def recurrent_stack(seed=0):
     """Dense -> LSTM (sequences) -> GRU (last state, reset_after) -> Dense on (batch, 5, 4) sequences."""
     k = keras()

@@ -11,7 +11,7 @@ pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from keras_models import (check_model, first_units, keras, outputs, randomise, removes_something, token_data,  # noqa: E402
+from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, outputs, randomise, removes_something, token_data,  # noqa: E402
                           transformer_block)
 
 import neuroprune  # noqa: E402
@@ -33,16 +33,19 @@ def tokens(n=3, length=6, vocab=16):
     return np.random.default_rng(1).integers(0, vocab, (n, length)).astype("float32")
 
 
-def test_transformer_block_heads_and_ffn(tmp_path):
+def test_transformer_block_heads_ffn_and_residual_stream(tmp_path):
     model = transformer_block()
     graph = discover(model)
-    assert {"mha:heads", "ffn1"} <= {g.name for g in graph.groups}
+    assert {"mha:heads", "ffn1", "emb"} <= {g.name for g in graph.groups}
+    assert {("ln1", "features"), ("ln2", "features"), ("mha", "out")} <= {(m.path, m.axis) for m in graph.group("emb").members}
     assert [(m.path, m.axis) for m in graph.group("mha:heads").members] == [("mha", "heads")]
     pruned = check_model(model, tokens(), tmp_path=tmp_path)
     mha = pruned.get_layer("mha")
     assert mha.get_config()["num_heads"] == 2 and mha.get_weights()[0].shape[1:] == (2, 3)
     assert mha.get_config()["kernel_initializer"]["class_name"] == "Constant"  # the user's, not the rebuild's
-    assert pruned.get_layer("ffn1").units == 6 and pruned.get_layer("ffn2").get_weights()[0].shape == (6, 8)
+    assert pruned.get_layer("ffn1").units == 6 and pruned.get_layer("ffn2").get_weights()[0].shape == (6, 4)
+    # the residual stream (width 8) lost half its channels, LayerNormalizations included
+    assert pruned.get_layer("emb").output_dim == 4 and pruned.get_layer("ln2").get_weights()[0].shape == (4,)
 
 
 def test_attention_features_flow_through_the_residual_stream():
@@ -93,7 +96,7 @@ def attention_graphs(draw):
             x = k.layers.EinsumDense(equation, output_shape=shape, bias_axes=draw(st.sampled_from([None, bias])),
                                      activation="relu", kernel_initializer="zeros")(x)
         else:
-            x = k.layers.LayerNormalization()(x)
+            x = channel_norm(draw(st.integers(0, len(CHANNEL_NORMS) - 1)))(x)
     x = k.layers.Dense(draw(st.integers(2, 5)), activation="relu", kernel_initializer="zeros")(x)
     model = randomise(k.Model(inp, k.layers.Dense(3, kernel_initializer="zeros")(k.layers.Flatten()(x))), seed)
     return model, draw(st.sampled_from([0.25, 0.5, 0.75]))

@@ -57,13 +57,13 @@ def test_unsupported_layers_and_softmax_are_fixed_with_the_reason():
     k = keras()
     inp = k.Input((6,))
     a = k.layers.Dense(4, name="a")(inp)
-    b = k.layers.LayerNormalization(name="ln")(k.layers.Dense(4, name="b")(inp))
+    b = k.layers.UnitNormalization(name="unit")(k.layers.Dense(4, name="b")(inp))
     c = k.layers.Dense(4, activation="softmax", name="c")(inp)
     d = k.ops.sort(k.layers.Dense(4, name="d")(inp))
     out = k.layers.Dense(2, name="out")(k.layers.Concatenate()([a, b, c, d]))
     graph = discover(k.Model(inp, out))
     assert [g.name for g in graph.groups] == ["a"]
-    assert "LayerNormalization normalises over all channels" in graph.frozen["b"][0]
+    assert "layer type UnitNormalization is not supported" in graph.frozen["b"][0]
     assert "softmax activation mixes the units" in graph.frozen["c"][0]
     assert "keras.ops node 'Sort' is not followed" in graph.frozen["d"][0]
 

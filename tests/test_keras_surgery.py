@@ -13,7 +13,7 @@ pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from keras_models import (check_model, first_units, keras, mlp, randomise, removes_something,  # noqa: E402
+from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, mlp, randomise, removes_something,  # noqa: E402
                           residual_cnn)
 
 from neuroprune.core.errors import PlanError  # noqa: E402
@@ -79,7 +79,7 @@ def functional_graphs(draw):
         elif kind == "concat":
             x = k.layers.Concatenate()([x, conv2d(width, 1)(x)])
         elif kind == "ln":
-            x = k.layers.LayerNormalization()(x)
+            x = channel_norm(draw(st.integers(0, len(CHANNEL_NORMS) - 1)))(x)
         else:
             x = k.layers.AveragePooling2D(2)(x) if x.shape[1] > 1 else x
     x = k.layers.Flatten()(x) if draw(st.booleans()) else k.layers.GlobalMaxPooling2D()(x)

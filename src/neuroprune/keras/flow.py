@@ -84,7 +84,7 @@ def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
     return sorted(PASS_LAYERS | MERGE | set(ATTENTION_FLOWS) | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
                                          "DepthwiseConv1D", "DepthwiseConv2D",
-                                         "LayerNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"}
+                                         "LayerNormalization", "RMSNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"}
                   | set(GATES) | {"GroupNormalization"})
 
 
@@ -184,7 +184,7 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         return _projection(ids, call)
     if name in ATTENTION_FLOWS:
         return ATTENTION_FLOWS[name](ids, call)
-    if name == "BatchNormalization":
+    if name in ("BatchNormalization", "LayerNormalization", "RMSNormalization"):
         return _channelwise(ids, call)
     if name == "Embedding":
         return [ids.producer_axis(call.path, "out", int(call.config["output_dim"]))]
@@ -198,9 +198,6 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         return propagate_bidirectional(ids, call)
     if name == "GroupNormalization":
         return propagate_group_norm(ids, call)
-    if name == "LayerNormalization":
-        _freeze_inputs(ids, call, "LayerNormalization normalises over all channels, so removing one changes the others")
-        return [call.inputs[0]]
     if name in ("Activation", "Softmax") and (name == "Softmax" or _activation_name(call.config) in MIXING_ACTIVATIONS):
         axis = call.config.get("axis", -1)
         if name == "Activation" or axis in (-1, [-1]):

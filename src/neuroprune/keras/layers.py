@@ -49,6 +49,15 @@ def _tile_over_kernel(array_shape_of_kernel_positions: int) -> Callable[[np.ndar
     return lambda per_input: np.tile(np.asarray(per_input), array_shape_of_kernel_positions)
 
 
+def _input_width(layer: Any) -> int | None:
+    """The last dimension of ``layer``'s input (``None`` if unknown, e.g. a layer used twice)."""
+    try:
+        width = layer.input.shape[-1]
+    except (AttributeError, ValueError, IndexError):
+        return None
+    return int(width) if width is not None else None
+
+
 @dataclass(frozen=True)
 class LayerRule:
     """The prunable axes of one layer type.
@@ -77,6 +86,8 @@ class LayerRule:
                 key = self.config_keys.get(axis)
                 if key in SHAPE_KEYS:  # Reshape, InputLayer: the size is the shape's last entry
                     sizes[axis] = int(layer.get_config()[key][-1])
+                elif axis == "features" and _input_width(layer):  # a norm without weights: its input's width
+                    sizes[axis] = _input_width(layer)
         return sizes
 
     def slice_weights(self, axis: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
@@ -136,6 +147,9 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(("Conv2D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=2),
     LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
     LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
+    # normalised over all channels: masks narrow them (neuroprune.keras.narrowed_norm)
+    LayerRule(("LayerNormalization",), _CHANNELWISE, {"features": None}),
+    LayerRule(("RMSNormalization",), {"features": {"scale": 0}}, {"features": None}),
     LayerRule(("Embedding",), {"out": {"embeddings": -1}}, {"out": "output_dim"}),
     # depth_multiplier 1: output channel c is input channel c filtered alone
     LayerRule(("DepthwiseConv1D", "DepthwiseConv2D"), {"features": {"kernel": -2, "bias": 0}}, {"features": None}),
