@@ -11,8 +11,8 @@ pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, outputs, randomise, removes_something, token_data,  # noqa: E402
-                          transformer_block)
+from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, outputs,  # noqa: E402
+                          randomise, removes_something, token_data, transformer_block)
 
 import neuroprune  # noqa: E402
 from neuroprune.core.config import PruneConfig  # noqa: E402
@@ -37,7 +37,8 @@ def test_transformer_block_heads_ffn_and_residual_stream(tmp_path):
     model = transformer_block()
     graph = discover(model)
     assert {"mha:heads", "ffn1", "emb"} <= {g.name for g in graph.groups}
-    assert {("ln1", "features"), ("ln2", "features"), ("mha", "out")} <= {(m.path, m.axis) for m in graph.group("emb").members}
+    stream = {(m.path, m.axis) for m in graph.group("emb").members}
+    assert {("ln1", "features"), ("ln2", "features"), ("mha", "out")} <= stream
     assert [(m.path, m.axis) for m in graph.group("mha:heads").members] == [("mha", "heads")]
     pruned = check_model(model, tokens(), tmp_path=tmp_path)
     mha = pruned.get_layer("mha")

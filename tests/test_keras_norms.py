@@ -26,7 +26,8 @@ def pre_norm_block(choice=0, width=8, ffn=12, seed=0):
     for i in range(2):
         h = channel_norm(choice, name=f"norm{i}")(x)
         h = k.layers.Dense(ffn, activation="relu", name=f"up{i}", kernel_initializer="zeros")(h)
-        x = k.layers.Add(name=f"residual{i}")([x, k.layers.Dense(width, name=f"down{i}", kernel_initializer="zeros")(h)])
+        h = k.layers.Dense(width, name=f"down{i}", kernel_initializer="zeros")(h)
+        x = k.layers.Add(name=f"residual{i}")([x, h])
     x = k.layers.GlobalAveragePooling1D()(channel_norm(choice, name="final_norm")(x))
     return randomise(k.Model(inp, k.layers.Dense(3, name="head", kernel_initializer="zeros")(x)), seed)
 
@@ -63,7 +64,7 @@ def test_pre_norm_residual_stream_is_pruned_masked_equals_pruned(choice, tmp_pat
     assert {("norm0", "features"), ("norm1", "features"), ("final_norm", "features"), ("down1", "out")} <= {
         (m.path, m.axis) for m in stream.members}
     pruned = check_model(model, _x(), tmp_path=tmp_path)
-    assert pruned.get_layer("final_norm").get_weights() == [] or pruned.get_layer("final_norm").get_weights()[0].shape == (4,)
+    assert [w.shape for w in pruned.get_layer("final_norm").get_weights()] in ([], [(4,)], [(4,), (4,)])
     assert pruned.get_layer("embed").units == 4 and pruned.get_layer("up1").kernel.shape == (4, 6)
 
 

@@ -13,8 +13,8 @@ pytest.importorskip("keras")
 import numpy as np  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, mlp, randomise, removes_something,  # noqa: E402
-                          residual_cnn)
+from keras_models import (CHANNEL_NORMS, channel_norm, check_model, first_units, keras, mlp, randomise,  # noqa: E402
+                          removes_something, residual_cnn)
 
 from neuroprune.core.errors import PlanError  # noqa: E402
 from neuroprune.keras.graph import discover  # noqa: E402

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from neuroprune.core.criteria import criterion_names
+from neuroprune.core.config import RECOVER_SHARDINGS
 from neuroprune.core.errors import ConfigError
 
 #: Default learning rate of distillation (``--lr`` not given) for hf models.
@@ -73,7 +74,7 @@ def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--distill-seconds", type=float, metavar="S",
                        help="hf models: distil against the unpruned model for at most S seconds after every accepted "
                             "step (sets --finetune-epochs to 100 unless given; fine-tuning of hf models is distillation)")
-    group.add_argument("--recover-sharding", choices=("ddp", "fsdp", "none"), default="ddp",
+    group.add_argument("--recover-sharding", choices=RECOVER_SHARDINGS, default="ddp",
                        help="under torchrun: fine-tune each rank on a slice of every batch with DDP (default), or "
                             "FSDP2 (also shards weights, gradients and optimizer state), or 'none' (whole batches)")
     group.add_argument("--reconstruct", action="store_true", help="least-squares re-fit of layers that read pruned neurons")

@@ -17,7 +17,8 @@ Example:
     True
     >>> small = keras.layers.LayerNormalization()
     >>> _ = small(x[:, [0, 1, 3]])
-    >>> np.allclose(keras.ops.convert_to_numpy(layer(x))[:, [0, 1, 3]], keras.ops.convert_to_numpy(small(x[:, [0, 1, 3]])))
+    >>> as_numpy = keras.ops.convert_to_numpy
+    >>> np.allclose(as_numpy(layer(x))[:, [0, 1, 3]], as_numpy(small(x[:, [0, 1, 3]])))
     True
     >>> widen(layer)
 """

@@ -77,7 +77,7 @@ def _take(batch: Any, rows: int, start: int, stop: int) -> Any:
         items = {key: _take(value, rows, start, stop) for key, value in batch.items()}
         try:
             return type(batch)(items)
-        except Exception:  # a mapping type that cannot be built from a dict
+        except (TypeError, ValueError):  # a mapping type that cannot be built from a dict
             return items
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
         return type(batch)(*(_take(value, rows, start, stop) for value in batch))
