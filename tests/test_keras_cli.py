@@ -29,7 +29,8 @@ def test_prune_a_keras_file_from_the_command_line(tmp_path, capsys):
     assert [layer.units for layer in pruned.layers] == [8, 4, 10]
     x = np.zeros((2, 64), dtype="float32")
     assert outputs(pruned, x).shape == (2, 10)
-    assert "fc1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fc1" in printed and "model.keras, model.safetensors, plan.json" in printed.split("saved to")[1]
 
 
 def test_weights_do_not_apply_to_keras_files(tmp_path, capsys):

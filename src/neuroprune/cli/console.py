@@ -14,6 +14,7 @@ import contextlib
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from neuroprune.core.errors import NeuropruneWarning
@@ -65,9 +66,10 @@ class PrintingListener(Listener):
             print_err("neuroprune: warning: " + warning_line(target))
 
     def saved(self, outputs: Any) -> None:
-        if self.announce_saved and outputs is not None and outputs.folder:
-            print(f"\nsaved to {outputs.folder}/ (model.safetensors, plan.json, report.json"
-                  + (", report.html, figures/)" if outputs.html else ")"))
+        folder = Path(outputs.folder) if outputs is not None and outputs.folder else None
+        if self.announce_saved and folder is not None and folder.is_dir():  # (only rank 0's machine has it)
+            names = sorted(path.name + ("/" if path.is_dir() else "") for path in folder.iterdir())
+            print(f"\nsaved to {outputs.folder}/ ({', '.join(names)})")
 
     def epoch_done(self, record: dict[str, Any], epochs: int, metric_name: str) -> None:
         if not getattr(self.args, "quiet", False):
