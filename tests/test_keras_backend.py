@@ -133,3 +133,16 @@ def test_fine_tuning_and_rollback_in_the_loop(trained, digits_task):
                          progress=False, latency_runs=1)
     result = neuroprune.prune(trained, digits_task, config)
     assert any(not step["accepted"] for step in result.report["steps"])
+
+
+def test_a_parameter_budget_is_reached_by_measuring_the_keras_model(trained, digits_task):
+    from neuroprune.analysis.budget import Budget
+    from neuroprune.workflows.prune_and_report import prune_and_report
+
+    weights = [w.copy() for w in trained.get_weights()]
+    config = PruneConfig(criterion="magnitude", tolerance=1.0, progress=False, latency_runs=1)
+    result = prune_and_report(trained, digits_task, config, budget=Budget(params=0.5))
+    target = result.report["target"]
+    assert target["quantity"] == "params" and target["reached"], target
+    assert result.model.count_params() <= 0.5 * trained.count_params() * 1.02
+    assert all((a == b).all() for a, b in zip(weights, trained.get_weights()))
