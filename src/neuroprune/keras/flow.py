@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from neuroprune.keras.grouped_conv import channelwise_flow, is_channelwise
 from neuroprune.keras.groupnorm import propagate_group_norm
 from neuroprune.keras.grouping import ChannelIds
+from neuroprune.keras.layer_scale import is_layer_scale
 from neuroprune.keras.layers import rule_for
 from neuroprune.keras.recurrent import GATES, propagate_bidirectional, propagate_recurrent
 
@@ -84,7 +86,7 @@ def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
     return sorted(PASS_LAYERS | MERGE | set(ATTENTION_FLOWS) | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
                                          "DepthwiseConv1D", "DepthwiseConv2D",
-                                         "LayerNormalization", "RMSNormalization", "Flatten", "Reshape", "Concatenate", "Softmax"}
+                                         "LayerNormalization", "RMSNormalization", "LayerScale", "Flatten", "Reshape", "Concatenate", "Softmax"}
                   | set(GATES) | {"GroupNormalization"})
 
 
@@ -129,6 +131,8 @@ def _concatenate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
 
 def _projection(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
     config = call.config
+    if _channels_last(config) and call.inputs[0] is not None and is_channelwise(config, len(call.inputs[0])):
+        return channelwise_flow(ids, call)
     if not _channels_last(config) or config.get("groups", 1) != 1:
         why = "channels_first data" if not _channels_last(config) else "grouped convolution"
         _freeze_inputs(ids, call, f"{why} is not supported")
@@ -176,6 +180,8 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
                    if flow is None and shape and shape[-1] else flow for flow, shape in zip(call.inputs, call.shapes)]
     if name in MERGE:
         return _merge(ids, call)
+    if is_layer_scale(call):  # keras.applications' ConvNeXt
+        return channelwise_flow(ids, call)
     if call.is_op:
         if name in PASS_OPS and len(call.inputs) == 1:
             return [call.inputs[0]]

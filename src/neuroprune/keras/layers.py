@@ -143,9 +143,7 @@ _CHANNELWISE = {"features": {"gamma": 0, "beta": 0, "moving_mean": 0, "moving_va
 
 RULES: tuple[LayerRule, ...] = (
     LayerRule(("Dense",), _PROJECTION, {"out": "units", "in": None}, observed="in"),
-    LayerRule(("Conv1D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=1),
-    LayerRule(("Conv2D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=2),
-    LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
+    # Conv1D/2D/3D: neuroprune.keras.grouped_conv (a depthwise ``groups`` adds a ``features`` axis)
     LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
     # normalised over all channels: masks narrow them (neuroprune.keras.narrowed_norm)
     LayerRule(("LayerNormalization",), _CHANNELWISE, {"features": None}),
@@ -165,10 +163,12 @@ _SUBCLASSED: dict[str, LayerRule] = {}
 def _subclassed_rules() -> tuple[LayerRule, ...]:
     """Rules that subclass :class:`LayerRule` in their own modules (imported here, not at the top)."""
     from neuroprune.keras.attention_rules import ATTENTION_RULES
+    from neuroprune.keras.grouped_conv import CONV_RULES
     from neuroprune.keras.groupnorm import GROUP_NORM_RULE
+    from neuroprune.keras.layer_scale import LAYER_SCALE_RULE
     from neuroprune.keras.recurrent import RECURRENT_RULES
 
-    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values())
+    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values(), *CONV_RULES.values(), LAYER_SCALE_RULE)
 
 
 def rule_for(class_name: str) -> LayerRule | None:
@@ -195,5 +195,7 @@ def weights_by_name(layer: Any) -> dict[str, np.ndarray]:
 
 
 def set_weights_by_name(layer: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Set a layer's weights from arrays keyed by :func:`weight_names`."""
-    layer.set_weights([arrays[name] for name in weight_names(layer)])
+    """Set a layer's weights from arrays keyed by :func:`weight_names` (in order where the names are
+    auto-numbered, ``variable_18``, and differ between a layer and its rebuilt copy)."""
+    names = weight_names(layer)
+    layer.set_weights([arrays[name] for name in names] if set(names) == set(arrays) else list(arrays.values()))

@@ -126,8 +126,10 @@ def apply_keep(model: Any, keep: dict[str, dict[str, Any]]) -> Any:
     keep = {path: {axis: np.asarray(kept, dtype=np.int64) for axis, kept in axes.items()} for path, axes in keep.items()}
     new = rebuild(model, resized_config(model, keep))
     for path, layer in leaf_layers(model):
-        arrays = sliced_weights(layer, type(layer).__name__, keep.get(path, {}))
-        set_weights_by_name(layer_at(new, path), arrays)
+        if path not in keep:  # unchanged: by order (a custom layer's variables may be auto-named, "variable_18")
+            layer_at(new, path).set_weights(layer.get_weights())
+            continue
+        set_weights_by_name(layer_at(new, path), sliced_weights(layer, type(layer).__name__, keep[path]))
     return new
 
 
