@@ -79,6 +79,11 @@ class LayerRule:
                     sizes[axis] = int(layer.get_config()[key][-1])
         return sizes
 
+    def for_weights(self, shapes: dict[str, tuple[int, ...]]) -> LayerRule:
+        """This rule for a layer whose weights have ``shapes`` (name -> shape): rules whose rows depend on
+        them (a depth multiplier, gate blocks per direction) return a specialised copy."""
+        return self
+
     def slice_weights(self, axis: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
         """``arrays`` with positions ``keep`` of ``axis`` kept in every weight that has the axis."""
         out = dict(arrays)
@@ -137,8 +142,6 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(("Conv3D",), _PROJECTION, {"out": "filters", "in": None}, observed="in", kernel_rank=3),
     LayerRule(("BatchNormalization",), _CHANNELWISE, {"features": None}),
     LayerRule(("Embedding",), {"out": {"embeddings": -1}}, {"out": "output_dim"}),
-    # depth_multiplier 1: output channel c is input channel c filtered alone
-    LayerRule(("DepthwiseConv1D", "DepthwiseConv2D"), {"features": {"kernel": -2, "bias": 0}}, {"features": None}),
     LayerRule(("Reshape",), {"features": {}}, {"features": "target_shape"}),
     LayerRule(("InputLayer",), {"features": {}}, {"features": "batch_shape"}),  # of a nested model
 )
@@ -152,9 +155,11 @@ def _subclassed_rules() -> tuple[LayerRule, ...]:
     """Rules that subclass :class:`LayerRule` in their own modules (imported here, not at the top)."""
     from neuroprune.keras.attention_rules import ATTENTION_RULES
     from neuroprune.keras.groupnorm import GROUP_NORM_RULE
+    from neuroprune.keras.bidirectional import BIDIRECTIONAL_RULE
     from neuroprune.keras.recurrent import RECURRENT_RULES
+    from neuroprune.keras.separable import SEPARABLE_RULES
 
-    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values())
+    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values(), BIDIRECTIONAL_RULE, *SEPARABLE_RULES)
 
 
 def rule_for(class_name: str) -> LayerRule | None:
@@ -169,6 +174,10 @@ def rule_for(class_name: str) -> LayerRule | None:
 def weight_names(layer: Any) -> list[str]:
     """Unique names of a layer's weights: the variable names (``kernel``, ``bias``, ...), or, where
     sublayers repeat them (``MultiHeadAttention``), the last two parts of the path (``query/kernel``)."""
+    if type(layer).__name__ == "Bidirectional":  # forward/kernel, backward/kernel, ...
+        from neuroprune.keras.bidirectional import bidirectional_weight_names
+
+        return bidirectional_weight_names(layer)
     names = [w.name for w in layer.weights]
     if len(set(names)) == len(names):
         return names
