@@ -317,3 +317,24 @@ def test_every_criterion_prunes_the_new_layers(sequence_task, criterion):
     assert all((a == b).all() for a, b in zip(weights, model.get_weights()))  # the user's model untouched
     x = _data(4, 8, 8)
     assert keras().ops.convert_to_numpy(result.model(x)).shape == (4, 10)
+
+
+def test_saved_folder_reloads_and_replays_onto_the_original(tmp_path):
+    """safetensors keys name each direction (``bi/forward/kernel``); the plan replays onto a fresh model."""
+    from keras_models import as_numpy_keep, outputs
+    from safetensors.numpy import load_file
+
+    from neuroprune.core.plan import PruningPlan
+    from neuroprune.keras import io
+    from neuroprune.keras.surgery import apply_keep
+
+    model = _every_layer_model()
+    graph = discover(model)
+    keep = as_numpy_keep(graph.keep_indices(first_units(graph)))
+    pruned = apply_keep(model, keep)
+    io.save(tmp_path / "out", pruned, PruningPlan(adapter="keras").compose(keep, graph.module_types, graph.axis_sizes))
+    x = _data(3, 8, 8)
+    for loaded in (io.load(tmp_path / "out", _every_layer_model()), io.load(tmp_path / "out")):
+        np.testing.assert_array_equal(outputs(loaded, x), outputs(pruned, x))
+    names = set(load_file(tmp_path / "out" / "model.safetensors"))
+    assert {"bi/forward/kernel", "bi/backward/recurrent_kernel", "sep/pointwise_kernel", "dw/kernel"} <= names
