@@ -148,6 +148,9 @@ def propagate_bidirectional(ids: Any, call: Any) -> list[np.ndarray | None]:
     if reason:
         ids.freeze(hidden, f"{call.path}: {reason}")
     merge = call.config.get("merge_mode", "concat")
-    outputs = [hidden, hidden] if merge is None else [np.concatenate([hidden, hidden])] if merge == "concat" else [hidden]
+    if merge in (None, "concat"):  # [forward units, backward units]: the same neurons twice
+        outputs = [hidden, hidden] if merge is None else [np.concatenate([hidden, hidden])]
+    else:
+        outputs = [hidden]
     states = _state_count(layers["forward"].get("class_name", ""), layers["forward"].get("config", {}))
     return outputs + [hidden] * (2 * states)
