@@ -93,6 +93,7 @@ class KerasBackend:
         if rule is None:
             return []
         arrays = weights_by_name(layer)
+        rule = rule.for_weights({name: array.shape for name, array in arrays.items()})
         kernel_shape = tuple(arrays["kernel"].shape) if "kernel" in arrays else ()
         sizes = rule.axes(layer)
         rows = [WeightRows(view.name, view.rows(arrays[view.name]), view.input_axis,

@@ -26,7 +26,9 @@ from neuroprune.keras.groupnorm import propagate_group_norm
 from neuroprune.keras.grouping import ChannelIds
 from neuroprune.keras.layer_scale import is_layer_scale
 from neuroprune.keras.layers import rule_for
-from neuroprune.keras.recurrent import GATES, propagate_bidirectional, propagate_recurrent
+from neuroprune.keras.bidirectional import propagate_bidirectional
+from neuroprune.keras.recurrent import GATES, propagate_recurrent
+from neuroprune.keras.separable import DEPTHWISE, SEPARABLE, propagate_depthwise
 
 # --- attention (MultiHeadAttention heads, EinsumDense projections): their own modules -----------
 
@@ -85,8 +87,8 @@ class Call:
 def supported_names() -> list[str]:
     """Layer class names the Keras frontend prunes through."""
     return sorted(PASS_LAYERS | MERGE | set(ATTENTION_FLOWS) | {"Dense", "Conv1D", "Conv2D", "Conv3D", "BatchNormalization", "Embedding",
-                                         "DepthwiseConv1D", "DepthwiseConv2D",
-                                         "LayerNormalization", "RMSNormalization", "LayerScale", "Flatten", "Reshape", "Concatenate", "Softmax"}
+                                         *DEPTHWISE, *SEPARABLE, "Bidirectional", "LayerNormalization",
+                                         "RMSNormalization", "LayerScale", "Flatten", "Reshape", "Concatenate", "Softmax"}
                   | set(GATES) | {"GroupNormalization"})
 
 
@@ -186,7 +188,7 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         if name in PASS_OPS and len(call.inputs) == 1:
             return [call.inputs[0]]
         return _freeze_inputs(ids, call, f"keras.ops node {name!r} is not followed; its channels are kept")
-    if name in ("Dense", "Conv1D", "Conv2D", "Conv3D"):
+    if name in ("Dense", "Conv1D", "Conv2D", "Conv3D", *SEPARABLE):
         return _projection(ids, call)
     if name in ATTENTION_FLOWS:
         return ATTENTION_FLOWS[name](ids, call)
@@ -194,10 +196,8 @@ def propagate(ids: ChannelIds, call: Call) -> list[np.ndarray | None]:
         return _channelwise(ids, call)
     if name == "Embedding":
         return [ids.producer_axis(call.path, "out", int(call.config["output_dim"]))]
-    if name in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        if call.config.get("depth_multiplier", 1) != 1 or not _channels_last(call.config):
-            return _freeze_inputs(ids, call, "depthwise convolution with depth_multiplier > 1 or channels_first")
-        return _channelwise(ids, Call(call.path, name, {"axis": -1}, call.inputs, call.shapes))
+    if name in DEPTHWISE:  # any depth multiplier (neuroprune.keras.separable)
+        return propagate_depthwise(ids, call)
     if name in GATES:  # LSTM, GRU, SimpleRNN (neuroprune.keras.recurrent)
         return propagate_recurrent(ids, call)
     if name == "Bidirectional":

@@ -90,6 +90,11 @@ class LayerRule:
                     sizes[axis] = _input_width(layer)
         return sizes
 
+    def for_weights(self, shapes: dict[str, tuple[int, ...]]) -> LayerRule:
+        """This rule for a layer whose weights have ``shapes`` (name -> shape): rules whose rows depend on
+        them (a depth multiplier, gate blocks per direction) return a specialised copy."""
+        return self
+
     def slice_weights(self, axis: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
         """``arrays`` with positions ``keep`` of ``axis`` kept in every weight that has the axis."""
         out = dict(arrays)
@@ -149,8 +154,6 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(("LayerNormalization",), _CHANNELWISE, {"features": None}),
     LayerRule(("RMSNormalization",), {"features": {"scale": 0}}, {"features": None}),
     LayerRule(("Embedding",), {"out": {"embeddings": -1}}, {"out": "output_dim"}),
-    # depth_multiplier 1: output channel c is input channel c filtered alone
-    LayerRule(("DepthwiseConv1D", "DepthwiseConv2D"), {"features": {"kernel": -2, "bias": 0}}, {"features": None}),
     LayerRule(("Reshape",), {"features": {}}, {"features": "target_shape"}),
     LayerRule(("InputLayer",), {"features": {}}, {"features": "batch_shape"}),  # of a nested model
 )
@@ -163,12 +166,15 @@ _SUBCLASSED: dict[str, LayerRule] = {}
 def _subclassed_rules() -> tuple[LayerRule, ...]:
     """Rules that subclass :class:`LayerRule` in their own modules (imported here, not at the top)."""
     from neuroprune.keras.attention_rules import ATTENTION_RULES
+    from neuroprune.keras.bidirectional import BIDIRECTIONAL_RULE
     from neuroprune.keras.grouped_conv import CONV_RULES
     from neuroprune.keras.groupnorm import GROUP_NORM_RULE
     from neuroprune.keras.layer_scale import LAYER_SCALE_RULE
     from neuroprune.keras.recurrent import RECURRENT_RULES
+    from neuroprune.keras.separable import SEPARABLE_RULES
 
-    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values(), *CONV_RULES.values(), LAYER_SCALE_RULE)
+    return (*RECURRENT_RULES, GROUP_NORM_RULE, *ATTENTION_RULES.values(), *CONV_RULES.values(), LAYER_SCALE_RULE,
+            BIDIRECTIONAL_RULE, *SEPARABLE_RULES)
 
 
 def rule_for(class_name: str) -> LayerRule | None:
@@ -183,6 +189,10 @@ def rule_for(class_name: str) -> LayerRule | None:
 def weight_names(layer: Any) -> list[str]:
     """Unique names of a layer's weights: the variable names (``kernel``, ``bias``, ...), or, where
     sublayers repeat them (``MultiHeadAttention``), the last two parts of the path (``query/kernel``)."""
+    if type(layer).__name__ == "Bidirectional":  # forward/kernel, backward/kernel, ...
+        from neuroprune.keras.bidirectional import bidirectional_weight_names
+
+        return bidirectional_weight_names(layer)
     names = [w.name for w in layer.weights]
     if len(set(names)) == len(names):
         return names

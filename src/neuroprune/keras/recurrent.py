@@ -10,7 +10,8 @@ the input features (axis ``in``) are the rows of ``kernel`` and follow the produ
 Masking zeroes a removed unit's gate columns, biases and recurrent row: its own state may stay
 non-zero only where ``activation(0) != 0``, and then nothing reads it (its recurrent row and the
 consumers' columns are zero), so the masked layer computes what the smaller layer computes.
-``Bidirectional`` wrappers and stateful layers stay frozen (see :func:`propagate_recurrent`).
+Stateful layers stay frozen (see :func:`propagate_recurrent`); ``Bidirectional`` wrappers have their
+own rule (:mod:`neuroprune.keras.bidirectional`).
 
 Example:
     >>> import numpy as np
@@ -149,13 +150,3 @@ def propagate_recurrent(ids: Any, call: Any) -> list[np.ndarray | None]:
         ids.freeze(hidden, f"{call.path}: {reason}")
     return [hidden] * (1 + _state_count(call.class_name, call.config))
 
-
-def propagate_bidirectional(ids: Any, call: Any) -> list[None]:
-    """``Bidirectional`` stays frozen: its two layers' weights share names, and a consumer of the
-    concatenated output would need the mapping [forward units, backward units]."""
-    for flow in call.inputs:
-        if flow is not None:
-            ids.freeze(flow, f"{call.path}: Bidirectional recurrent layers are not pruned yet (their channels are kept)")
-    inner = call.config.get("layer", {})
-    states = _state_count(inner.get("class_name", ""), inner.get("config", {}))
-    return [None] * (1 + 2 * states)

@@ -72,6 +72,7 @@ def _record_gradients(stats: Statistics, model: Any, members, grads: dict[tuple[
         entry = stats.axis(path, axis)
         layer = layer_at(model, path)
         weights = {name: w for name, w in zip(weight_names(layer), layer.weights) if w.trainable}
+        rule = rule.for_weights({name: tuple(w.shape) for name, w in zip(weight_names(layer), layer.weights)})
         for view in rule.incoming(axis, tuple(weights["kernel"].shape) if "kernel" in weights else ()):
             grad = grads.get((path, view.name))
             if grad is None:
