@@ -62,4 +62,4 @@ test-keras-jax: setup
 	$(BIN)/pip install --quiet -e ".[keras-jax]"
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/test_keras_graph.py tests/test_keras_surgery.py \
 		tests/test_keras_backend.py tests/test_keras_jax.py tests/test_keras_recurrent.py tests/test_keras_attention.py \
-		tests/test_keras_recover.py tests/test_keras_export.py -m "slow or not slow"
+		tests/test_keras_recover.py tests/test_keras_patches.py tests/test_keras_export.py -m "slow or not slow"
