@@ -63,4 +63,4 @@ test-keras-jax: setup
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/test_keras_graph.py tests/test_keras_surgery.py \
 		tests/test_keras_backend.py tests/test_keras_jax.py tests/test_keras_recurrent.py tests/test_keras_attention.py \
 		tests/test_keras_recover.py tests/test_keras_export.py tests/test_keras_norms.py \
-		tests/test_keras_applications.py tests/test_keras_more_layers.py -m "slow or not slow"
+		tests/test_keras_applications.py tests/test_keras_more_layers.py tests/test_keras_patches.py -m "slow or not slow"

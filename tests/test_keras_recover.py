@@ -1,4 +1,5 @@
-"""Keras recovery: least-squares reconstruction (against closed-form lstsq and no reconstruction) and distillation."""
+"""Keras recovery: least-squares reconstruction of Dense layers and convolutions (against closed-form lstsq, no
+reconstruction, and in the loop) and distillation."""
 
 import os
 
@@ -9,7 +10,7 @@ import pytest  # noqa: E402
 pytest.importorskip("keras")
 
 import numpy as np  # noqa: E402
-from keras_models import keras, mlp, outputs  # noqa: E402
+from keras_models import keras, mlp, outputs, randomise  # noqa: E402
 
 import neuroprune  # noqa: E402
 from neuroprune.core.config import PruneConfig  # noqa: E402
@@ -40,6 +41,7 @@ def _keep_lowest(model, path, fraction):
     """Keep the units of ``path`` with the largest kernel column norms (magnitude), as the loop would."""
     graph = discover(model)
     kernel = model.get_layer(path).get_weights()[0]
+    kernel = kernel.reshape(-1, kernel.shape[-1])  # a convolution's filters as columns
     order = np.argsort(-np.linalg.norm(kernel, axis=0))
     kept = np.sort(order[: int(round(kernel.shape[1] * (1 - fraction)))])
     return graph.keep_indices({path: np.setdiff1d(np.arange(kernel.shape[1]), kept).tolist()})
@@ -100,11 +102,98 @@ def test_reconstruction_in_the_loop_rolls_back_bit_exact(trained, digits_task):
     assert all((a == b).all() for a, b in zip(weights, trained.get_weights()))  # the user's model untouched
 
 
-def test_only_dense_and_pointwise_convolutions_are_refitted():
+def test_dense_and_ungrouped_convolutions_are_refitted():
     layers = keras().layers
     assert reconstructable(layers.Dense(3)) and reconstructable(layers.Conv2D(4, 1))
-    assert not reconstructable(layers.Conv2D(4, 3)) and not reconstructable(layers.Conv2D(4, 1, strides=2))
-    assert not reconstructable(layers.LSTM(3))
+    assert reconstructable(layers.Conv2D(4, 3)) and reconstructable(layers.Conv2D(4, 1, strides=2))
+    assert reconstructable(layers.Conv1D(4, 5, padding="causal")) and reconstructable(layers.Conv3D(4, 3, dilation_rate=2))
+    assert not reconstructable(layers.Conv2D(4, 3, groups=2)) and not reconstructable(layers.DepthwiseConv2D(3))
+    assert not reconstructable(layers.SeparableConv2D(4, 3)) and not reconstructable(layers.LSTM(3))
+
+
+def _identity_patches(x, kernel_size, strides, padding):
+    """Patches of ``x`` computed by Keras itself: a convolution whose kernel picks one (position, channel) per output."""
+    channels = x.shape[-1]
+    size = int(np.prod(kernel_size)) * channels
+    picker = np.eye(size, dtype="float32").reshape(*kernel_size, channels, size)
+    found = keras().ops.convert_to_numpy(keras().ops.conv(x, picker, strides=strides, padding=padding))
+    return found.reshape(-1, *kernel_size, channels).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["Conv1D", "Conv2D"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv_reconstruction_equals_lstsq(kind, padding):
+    """A kernel-3, stride-2 convolution reading a pruned convolution: its new kernel is the lstsq solution."""
+    k = keras()
+    spatial = (15,) if kind == "Conv1D" else (9, 9)
+    conv = getattr(k.layers, kind)
+    model = randomise(k.Sequential([k.Input((*spatial, 3)), conv(6, 3, padding="same", activation="relu", name="c1"),
+                                    conv(4, 3, strides=2, padding=padding, name="c2")]), seed=5)
+    before, x = clone(model), np.random.default_rng(0).normal(size=(96, *spatial, 3)).astype("float32")
+    keep = discover(model).keep_indices({"c1": [1, 4]})
+    apply_masks(model, keep)
+    assert reconstruct(model, before, keep, [(x[:64], None), (x[64:], None)], ridge=0.0, progress=False) == ["c2"]
+    hidden = outputs(k.Model(before.inputs, before.get_layer("c1").output), x)
+    kept = np.asarray(keep["c2"]["in"])
+    patches = _identity_patches(hidden, (3,) * len(spatial), 2, padding)[..., kept].reshape(-1, 3 ** len(spatial) * 4)
+    target = outputs(before, x).reshape(-1, 4)
+    solution = np.linalg.lstsq(np.concatenate([patches, np.ones((len(patches), 1))], axis=1), target, rcond=None)[0]
+    new_kernel, new_bias = model.get_layer("c2").get_weights()
+    np.testing.assert_allclose(new_kernel[..., kept, :].reshape(-1, 4), solution[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new_bias, solution[-1], rtol=1e-4, atol=1e-5)
+    assert not new_kernel[..., [1, 4], :].any()  # the removed inputs stay masked
+
+
+@pytest.fixture(scope="module")
+def image_task():
+    return KerasClassificationTask(load_digits(layout="image"), batch_size=64, calibration_samples=512)
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(image_task):
+    k = keras()
+    model = randomise(k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(12, 3, padding="same", activation="relu", name="c1"),
+                                    k.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="c2"),
+                                    k.layers.Flatten(), k.layers.Dense(10, name="out")], name="cnn"), seed=2)
+    image_task.bind(model).finetune(model, epochs=4, learning_rate=3e-3)
+    return model
+
+
+def test_conv_reconstruction_lowers_the_error_on_calibration_data(trained_cnn, image_task):
+    batches = image_task.calibration_batches()
+    x = np.concatenate([batch[0] for batch in batches])
+    reference = outputs(trained_cnn, x)
+    keep = _keep_lowest(trained_cnn, "c1", 0.5)
+    errors = {}
+    for refit in (False, True):
+        model = clone(trained_cnn)
+        apply_masks(model, keep)
+        if refit:
+            assert reconstruct(model, trained_cnn, keep, batches, progress=False) == ["c2"]
+        pruned = apply_keep(model, keep)
+        np.testing.assert_allclose(outputs(pruned, x), outputs(model, x), rtol=1e-4, atol=1e-4)  # masks == surgery
+        errors[refit] = float(np.abs(outputs(pruned, x) - reference).mean())
+    assert errors[True] < 0.7 * errors[False], errors
+
+
+def test_conv_reconstruction_in_the_loop_rolls_back_bit_exact(trained_cnn, image_task, monkeypatch):
+    """Every attempt is rolled back (no drop allowed): the result is the model as it was, bit for bit."""
+    import neuroprune.keras.backend as keras_backend
+
+    refitted = []
+    original = keras_backend.reconstruct
+    monkeypatch.setattr(keras_backend, "reconstruct", lambda *a, **kw: refitted.append(original(*a, **kw)))
+    weights = [w.copy() for w in trained_cnn.get_weights()]
+    config = PruneConfig(criterion="magnitude", ratio=0.9, tolerance=0.0, max_retries=0, reconstruct=True,
+                         progress=False, latency_runs=1)
+    result = neuroprune.prune(trained_cnn, image_task, config)
+    assert refitted and "c2" in refitted[0] and not any(step["accepted"] for step in result.report["steps"])
+    assert all((a == b).all() for a, b in zip(weights, result.model.get_weights()))  # rolled back bit for bit
+    assert all((a == b).all() for a, b in zip(weights, trained_cnn.get_weights()))  # the user's model untouched
+    accepted = neuroprune.prune(trained_cnn, image_task, PruneConfig(criterion="magnitude", ratio=0.5, tolerance=1.0,
+                                                                     reconstruct=True, progress=False, latency_runs=1))
+    assert accepted.model.count_params() < trained_cnn.count_params()
+    assert all((a == b).all() for a, b in zip(weights, trained_cnn.get_weights()))
 
 
 def test_blended_loss_matches_the_formula():

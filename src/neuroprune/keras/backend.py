@@ -122,7 +122,7 @@ class KerasBackend:
         return apply_keep(model, keep)
 
     def reconstruct(self, student: Any, before: Any, keep: Keep, task, config) -> None:
-        """Least-squares re-fit of the Dense / pointwise-conv consumers of removed channels
+        """Least-squares re-fit of the Dense / convolution consumers of removed channels
         (:mod:`~neuroprune.keras.reconstruct`)."""
         reconstruct(student, before, keep, task.calibration_batches(), progress=config.progress)
 

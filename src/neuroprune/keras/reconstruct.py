@@ -1,14 +1,17 @@
 """Retrain-free recovery for Keras: re-fit the layers that read removed channels by least squares.
 
-For every Dense layer (and every 1x1, stride-1, ungrouped channels-last Conv1D/2D/3D, which is a
-Dense over positions) that lost input channels, the kernel rows of the kept inputs and the bias are
-re-fitted so that the layer's pre-activation output on the kept inputs of the pruned (masked)
-model reproduces the pre-activation output of the model before the step:
-``min ||X_kept W + b - (X_before K_before + b_before)||^2 + ridge``. Layer inputs come from probe
-sub-models (:mod:`~neuroprune.keras.probe`), the normal equations are summed in float64 and solved
-by Cholesky (:class:`neuroprune.core.least_squares.NormalEquations`, the torch side's maths).
-Layers are fitted in forward order, so each fit sees the earlier fits. Other consumers (wider
-convolutions, recurrent and attention layers) are left as they are.
+For every Dense layer and every ungrouped Conv1D/2D/3D (any kernel size, strides, dilation,
+padding ``"valid"``/``"same"``/``"causal"``, either data format) that lost input channels, the
+kernel rows of the kept inputs and the bias are re-fitted so that the layer's pre-activation output
+on the kept inputs of the pruned (masked) model reproduces the pre-activation output of the model
+before the step: ``min ||X_kept W + b - (X_before K_before + b_before)||^2 + ridge``, where a
+convolution's rows ``X`` are its input patches (im2col, :mod:`~neuroprune.keras.patches`; at most
+``MAX_ROWS_PER_BATCH`` positions sampled per batch, only those copied). Layer inputs come from probe
+sub-models (:mod:`~neuroprune.keras.probe`), the normal equations are summed in float64 over the
+calibration batches and solved by Cholesky (:class:`neuroprune.core.least_squares.NormalEquations`,
+the torch side's maths). Layers are fitted in forward order, so each fit sees the earlier fits.
+Other consumers (depthwise and separable convolutions, whose inputs are per channel; recurrent and
+attention layers) are left as they are.
 
 Example:
     >>> import keras, numpy as np
@@ -34,6 +37,7 @@ from tqdm.auto import tqdm
 from neuroprune.core.least_squares import NormalEquations
 from neuroprune.keras.layers import set_weights_by_name, weights_by_name
 from neuroprune.keras.paths import leaf_layers
+from neuroprune.keras.patches import ConvSpec, conv_patches, positions
 from neuroprune.keras.probe import LayerInputs
 
 MAX_ROWS_PER_BATCH = 8192
@@ -41,50 +45,72 @@ CONV_CLASSES = ("Conv1D", "Conv2D", "Conv3D")
 
 
 def reconstructable(layer: Any) -> bool:
-    """Dense, or a convolution that is a Dense over positions (1x1 kernel, stride 1, one group, channels last)."""
+    """Dense, or an ungrouped Conv1D/2D/3D (any kernel size, strides, dilation and padding)."""
     kind = type(layer).__name__
-    if kind == "Dense":
-        return True
-    if kind not in CONV_CLASSES:
-        return False
-    config = layer.get_config()
-    return (all(k == 1 for k in config["kernel_size"]) and all(s == 1 for s in config["strides"])
-            and config.get("groups", 1) == 1 and config.get("data_format", "channels_last") == "channels_last")
+    return kind == "Dense" or (kind in CONV_CLASSES and layer.get_config().get("groups", 1) == 1)
 
 
-def _rows(values: list[np.ndarray]) -> np.ndarray:
-    """Every call's input of a layer as rows (positions x channels)."""
-    return np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
+class _Rows:
+    """The rows a layer multiplies by ``kernel.reshape(-1, units)``: Dense inputs, or convolution patches."""
+
+    def __init__(self, layer: Any):
+        self.spec = ConvSpec.of(layer) if type(layer).__name__ in CONV_CLASSES else None
+        self.channel_axis = 1 if self.spec is not None and self.spec.channels_first else -1
+
+    def count(self, x: np.ndarray) -> int:
+        return positions(x, self.spec) if self.spec is not None else x.size // x.shape[-1]
+
+    def __call__(self, x: np.ndarray, picked: np.ndarray | None, channels: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``picked`` (all where None) of input ``x``, on its ``channels`` (all where None)."""
+        if channels is not None:
+            x = np.take(x, channels, axis=self.channel_axis)
+        if self.spec is not None:
+            return conv_patches(x, self.spec, picked)
+        rows = x.reshape(-1, x.shape[-1])
+        return rows if picked is None else rows[picked]
 
 
-def _pre_activation(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def _sample(counts: list[int], rng: np.random.Generator) -> list[np.ndarray | None]:
+    """At most ``MAX_ROWS_PER_BATCH`` rows drawn over calls with ``counts`` rows: per call, its rows (None: all)."""
+    total = sum(counts)
+    if total <= MAX_ROWS_PER_BATCH:
+        return [None] * len(counts)
+    picked = np.sort(rng.choice(total, MAX_ROWS_PER_BATCH, replace=False))
+    edges = np.cumsum([0, *counts])
+    return [picked[(picked >= lo) & (picked < hi)] - lo for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _pre_activation(rows: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
     kernel = arrays["kernel"].reshape(-1, arrays["kernel"].shape[-1]).astype(np.float64)
-    out = x.astype(np.float64) @ kernel
+    out = rows.astype(np.float64) @ kernel
     return out + arrays["bias"] if "bias" in arrays else out
 
 
 def refit_layer(path: str, layer: Any, kept: Any, removed_out: np.ndarray,
                 batches: list[Any], student_probe: LayerInputs, before_probe: LayerInputs, *,
                 ridge: float = 1e-3, seed: int = 0) -> None:
-    """Least-squares re-fit of ``layer`` (at ``path`` of the student) on its ``kept`` input channels."""
+    """Least-squares re-fit of ``layer`` (at ``path`` of the student) on its ``kept`` input channels.
+
+    The inputs are the student's rows (Dense inputs or convolution patches) on the kept channels;
+    the targets, the layer's pre-activation output in the model before the step, at the same rows.
+    """
     kept = np.asarray(kept, dtype=np.int64)
     arrays_before = weights_by_name(before_probe.layers[path])
+    rows_of = _Rows(layer)
     equations = NormalEquations(bias="bias" in arrays_before)
     rng = np.random.default_rng(seed)
     for batch in batches:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        rows_student = _rows(student_probe(x)[path])
-        rows_before = _rows(before_probe(x)[path])
-        if len(rows_student) > MAX_ROWS_PER_BATCH:
-            picked = rng.choice(len(rows_student), MAX_ROWS_PER_BATCH, replace=False)
-            rows_student, rows_before = rows_student[picked], rows_before[picked]
-        equations.add(rows_student[:, kept], _pre_activation(rows_before, arrays_before))
+        calls_student, calls_before = student_probe(x)[path], before_probe(x)[path]
+        for student, before, picked in zip(calls_student, calls_before,
+                                           _sample([rows_of.count(v) for v in calls_student], rng)):
+            equations.add(rows_of(student, picked, kept), _pre_activation(rows_of(before, picked), arrays_before))
     weight, bias = equations.solve(ridge, what=f"reconstruction of {path}")
     arrays = weights_by_name(layer)
-    kernel = arrays["kernel"].reshape(-1, arrays["kernel"].shape[-1]).copy()
-    kernel[kept] = weight.astype(kernel.dtype)
-    kernel[:, removed_out] = 0  # outputs this step removes stay masked
-    arrays["kernel"] = kernel.reshape(arrays["kernel"].shape)
+    kernel = arrays["kernel"].copy()  # (*kernel positions, inputs, units); Dense: (inputs, units)
+    kernel[..., kept, :] = weight.reshape(*kernel.shape[:-2], len(kept), kernel.shape[-1]).astype(kernel.dtype)
+    kernel[..., removed_out] = 0  # outputs this step removes stay masked
+    arrays["kernel"] = kernel
     if bias is not None:
         arrays["bias"] = bias.astype(arrays["bias"].dtype)
         arrays["bias"][removed_out] = 0
