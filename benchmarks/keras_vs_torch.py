@@ -152,6 +152,18 @@ def run(kind: str, criterion: str, seed: int, keep_dir: Path | None = None) -> d
     return row
 
 
+def measured_note(argv: list[str] | None, load_before: float) -> str:
+    """When, how and under which machine load the tables were measured."""
+    import datetime as dt
+
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    return (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC with `KERAS_BACKEND=torch .venv/bin/python "
+            f"benchmarks/keras_vs_torch.py{' ' + args if args else ''}` on a {os.cpu_count()}-core machine shared with "
+            f"other jobs (1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end): "
+            "latencies are noisy, which is why the models compared in one table are timed in one process, "
+            "round-robin (the TF-MOT tables) or one after the other per seed (the first table).")
+
+
 def kernel_count(model) -> int:
     """Weights in the model's kernels (arrays of 2 or more dimensions): what TF-MOT's sparsity is a fraction of."""
     return int(sum(w.size for w in model.get_weights() if w.ndim > 1))
@@ -173,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distill", type=float, default=0.0, metavar="W",
                         help="fine-tune with this weight on matching the unpruned model (default 0: plain fine-tuning)")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     RECOVERY.update(reconstruct=args.reconstruct, distill_weight=args.distill)
     recipe = "".join([" + reconstruction" if args.reconstruct else "",
                       f" + distillation (weight {args.distill})" if args.distill else ""])
@@ -211,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += ["", "## Targets", "", "Issue 11: at 75 % of hidden neurons removed, weights physically >= 4x smaller "
                   "and faster at batch 1 and 64 than TF-MOT's model, accuracy at most 1 point below it "
                   "(seed noise included: means over seeds).", "", *verdicts]
+    lines += ["", measured_note(argv, load_before)]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
