@@ -152,6 +152,20 @@ def run(kind: str, criterion: str, seed: int, keep_dir: Path | None = None) -> d
     return row
 
 
+def paired_gaps(raw: dict) -> list[str]:
+    """Keras minus torch accuracy, paired by seed (same dense weights, same pruning): is the gap within seed noise?"""
+    lines = ["Pruned accuracy, Keras minus torch, paired by seed (mean ± std of the per-seed differences, in points; "
+             "the seed-to-seed std of the Keras accuracies beside it):", ""]
+    for key, rows in raw.items():
+        if key.startswith("tfmot/"):
+            continue
+        gaps = [100 * (r["pruned_keras"] - r["pruned_torch"]) for r in rows]
+        spread = statistics.stdev(r["pruned_keras"] for r in rows) * 100 if len(rows) > 1 else float("nan")
+        sd = f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else ""
+        lines.append(f"- {key}: {statistics.mean(gaps):+.2f}{sd} (seed std {spread:.2f})")
+    return lines
+
+
 def measured_note(argv: list[str] | None, load_before: float) -> str:
     """When, how and under which machine load the tables were measured."""
     import datetime as dt
@@ -216,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"| {med['dense_b1_ms_keras']:.3f} -> {med['b1_ms_keras']:.3f} ({med['b1_ms_torch']:.3f}) "
                          f"| {med['dense_b64_ms_keras']:.3f} -> {med['b64_ms_keras']:.3f} ({med['b64_ms_torch']:.3f}) |")
             print(lines[-1], file=sys.stderr)
+    lines += ["", *paired_gaps(raw)]
     verdicts: list[str] = []
     for kind in args.models.split(","):  # TF-MOT's baseline is the magnitude-pruned model
         if f"{kind}/magnitude" in raw and not args.no_tfmot:
