@@ -154,7 +154,9 @@ def run(kind: str, criterion: str, seed: int, keep_dir: Path | None = None) -> d
 
 def paired_gaps(raw: dict) -> list[str]:
     """Keras minus torch accuracy, paired by seed (same dense weights, same pruning): is the gap within seed noise?"""
-    lines = ["Pruned accuracy, Keras minus torch, paired by seed (mean ± std of the per-seed differences, in points; "
+    lines = ["Latency in the first table: Keras 3 on the torch backend runs eagerly, layer by layer (2-4 ms a call at "
+             "these sizes, whatever the width), torch a plain nn.Sequential; the TF-MOT tables time compiled graphs.", "",
+             "Pruned accuracy, Keras minus torch, paired by seed (mean ± std of the per-seed differences, in points; "
              "the seed-to-seed std of the Keras accuracies beside it):", ""]
     for key, rows in raw.items():
         if key.startswith("tfmot/"):
@@ -302,7 +304,8 @@ def tfmot_section(tf_python: str, kind: str, seeds, keep_dir: Path, raw: dict, v
               f"| {med(on_tf, 'b1_ms') if on_tf else float('nan'):.3f} "
               f"| {med(on_tf, 'b64_ms') if on_tf else float('nan'):.3f} |", "",
               "Weight bytes: float32 arrays. A .keras file carries ~18 KB of zip/HDF5/config overhead whatever the "
-              "weights. neuroprune vs TF-MOT:", ""]
+              "weights. At batch 1 these small models mostly measure TensorFlow's per-call overhead (the dense model "
+              "takes about as long); batch 64 shows the compute. neuroprune vs TF-MOT:", ""]
     for target, theirs in by_target.items():
         verdicts.append(target_verdict(kind, target, ours, theirs, on_tf))
         lines.append(f"- at {target:.1%}: accuracy {100 * (acc_ours - statistics.mean(r['acc'] for r in theirs)):+.2f} "
