@@ -309,7 +309,7 @@ def assemble(state: dict, ran_now: set[str], base: Path = ROOT) -> str:
         if record and record.get("quick"):
             status_bits.append("`--quick` run")
         command = (record or {}).get("command") or bench.shown_command(False)
-        lines.append(f"Script `benchmarks/{bench.name}.py` — {bench.what}. Command: `{command}`"
+        lines.append(f"Script `benchmarks/{bench.script.name}` — {bench.what}. Command: `{command}`"
                      + (f"; last run {_stamp(record['started'])}, "
                         f"{_duration(record.get('seconds'))}" if record and record.get("started") else "")
                      + (f"; result file `benchmarks/results/{bench.result.name}` written {_when(bench.result)}"
