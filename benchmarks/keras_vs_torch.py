@@ -32,6 +32,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.md").write_text(text)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(raw, indent=1))
+    shutil.rmtree(keep_dir, ignore_errors=True)  # the pruned .keras files and the split handed to TF-MOT
 
 
 def tfmot_section(tf_python: str, kind: str, seeds, keep_dir: Path, raw: dict, verdicts: list[str]) -> list[str]:
