@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from neuroprune.keras.bidirectional import propagate_bidirectional
 from neuroprune.keras.grouped_conv import channelwise_flow, is_channelwise
 from neuroprune.keras.groupnorm import propagate_group_norm
 from neuroprune.keras.grouping import ChannelIds
 from neuroprune.keras.layer_scale import is_layer_scale
 from neuroprune.keras.layers import rule_for
-from neuroprune.keras.bidirectional import propagate_bidirectional
 from neuroprune.keras.recurrent import GATES, propagate_recurrent
 from neuroprune.keras.separable import DEPTHWISE, SEPARABLE, propagate_depthwise
 
