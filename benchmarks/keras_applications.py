@@ -16,7 +16,7 @@ far a one-epoch network can be pruned) and the table gives:
   network's activations);
 * reload: the pruned ``.keras`` file read by plain ``keras.saving.load_model`` gives identical outputs.
 
-    KERAS_BACKEND=torch .venv/bin/python benchmarks/keras_applications.py          # ~10 min on 2 cores
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/keras_applications.py          # ~6 min on 2 cores
     KERAS_BACKEND=torch .venv/bin/python benchmarks/keras_applications.py --only MobileNetV2,ConvNeXtTiny
 """
 

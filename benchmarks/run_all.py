@@ -109,7 +109,7 @@ BENCHMARKS = (
     Benchmark("keras_applications", "Keras applications", "keras.applications models (MobileNetV2/V3, ResNet50, "
               "DenseNet121, EfficientNetB0, ConvNeXtTiny, VGG16), random weights trained one epoch on digits, half of "
               "every group: groups, what is kept whole, masked vs pruned, parameters, FLOPs, accuracy, reload",
-              "~15 min", env=(("KERAS_BACKEND", "torch"),)),
+              "~6 min", env=(("KERAS_BACKEND", "torch"),)),
     Benchmark("keras_vs_torch", "Keras vs. torch", "the write-up MLP and a small CNN pruned by 75 % in Keras 3 and the "
               "same networks in PyTorch (5 seeds): accuracy after the same fine-tuning, parameters, size, latency; "
               "with plain fine-tuning vs. TF-MOT's prune_low_magnitude (needs /work/venv-tf)",
